@@ -1,0 +1,37 @@
+"""Pure RL math over tensors: advantage estimators, policy losses, KL estimators, aggregation.
+
+torch only; no I/O, no distributed code, nothing from ``train`` or ``eval``.
+"""
+
+from algorithms.advantages import (
+    ESTIMATORS,
+    AdvantageInputs,
+    AdvantageOptions,
+    AdvantageOutputs,
+    compute_advantages,
+)
+from algorithms.batch import Rollouts, ScoredRollouts, TrainBatch
+from algorithms.kl import KL_ESTIMATORS, kl_penalty
+from algorithms.losses import entropy_from_logits, policy_loss
+from algorithms.masked import AGGREGATIONS, aggregate_loss, masked_mean, masked_whiten
+from algorithms.registry import Registry
+
+__all__ = [
+    "AGGREGATIONS",
+    "ESTIMATORS",
+    "KL_ESTIMATORS",
+    "AdvantageInputs",
+    "AdvantageOptions",
+    "AdvantageOutputs",
+    "Registry",
+    "Rollouts",
+    "ScoredRollouts",
+    "TrainBatch",
+    "aggregate_loss",
+    "compute_advantages",
+    "entropy_from_logits",
+    "kl_penalty",
+    "masked_mean",
+    "masked_whiten",
+    "policy_loss",
+]

@@ -1,0 +1,60 @@
+"""Policy losses as per-token matrices plus a named aggregation."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from algorithms.masked import aggregate_loss, masked_mean
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    clip_c: Optional[float] = None,
+    agg: str = "token-mean",
+    num_tokens: Optional[float] = None,
+    num_seqs: Optional[float] = None,
+    max_len: Optional[int] = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO-clip surrogate (arXiv 1707.06347, Eq. 7), all inputs (B, T).
+
+    L_t = max(-A_t rho_t, -A_t clip(rho_t, 1 - clip_low, 1 + clip_high)), rho_t = pi / pi_old.
+    ``clip_high > clip_low`` is DAPO's clip-higher (arXiv 2503.14476, Eq. 10). ``clip_c`` turns on
+    dual-clip for A_t < 0 (arXiv 1912.09729, Eq. 5): the loss is capped at -A_t clip_c.
+    Aggregation and its normalisers: see ``algorithms.masked.aggregate_loss``.
+
+    Metrics: ``clipfrac`` (tokens where the clipped term is active), ``clipfrac_lower`` (dual-clip
+    active), ``approx_kl`` (mean of log pi_old - log pi, verl's ``ppo_kl``).
+    """
+    log_ratio = (logprobs - old_logprobs).clamp(-20.0, 20.0)
+    ratio = log_ratio.exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    loss_mat = torch.maximum(unclipped, clipped)
+    clip_active = (clipped > unclipped).float()
+    dual_active = torch.zeros_like(loss_mat)
+    if clip_c is not None:
+        capped = torch.minimum(loss_mat, -advantages * clip_c)
+        dual_active = ((loss_mat > -advantages * clip_c) & (advantages < 0)).float()
+        loss_mat = torch.where(advantages < 0, capped, loss_mat)
+    mask = response_mask.to(loss_mat.dtype)
+    loss = aggregate_loss(loss_mat, mask, agg, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
+    metrics = {
+        "clipfrac": masked_mean(clip_active, mask).detach(),
+        "clipfrac_lower": masked_mean(dual_active, mask).detach(),
+        "approx_kl": masked_mean(-log_ratio, mask).detach(),
+    }
+    return loss, metrics
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Per-token entropy of softmax(logits): (B, T, V) -> (B, T)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
