@@ -1,0 +1,175 @@
+"""The policy under training: log-probs of sampled responses and the PPO-clip update."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+from algorithms import TrainBatch, kl_penalty, masked_mean, policy_loss
+from algorithms.masked import aggregate_loss
+from train.config import AlgorithmConfig, BatchPlan
+
+
+def response_logprobs(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,  # (B, P) left-padded
+    prompt_mask: torch.Tensor,  # (B, P)
+    response_ids: torch.Tensor,  # (B, T) right-padded
+    response_mask: torch.Tensor,  # (B, T)
+    temperature: float,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """log softmax(logits / temperature) of each response token, (B, T); entropy (B, T) on request.
+
+    Positions are counted from each row's first real token, as ``generate`` does with left padding,
+    so the log-probs match the sampler's.
+    """
+    device = next(model.parameters()).device
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1).to(device)
+    attention_mask = torch.cat([prompt_mask, response_mask], dim=1).to(device)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
+    logits = logits[:, prompt_ids.shape[1] - 1 : -1].float() / temperature  # (B, T, V): predicts each response token
+    logprobs = selective_log_softmax(logits, response_ids.to(device))
+    entropy = entropy_from_logits(logits.detach()) if with_entropy else None
+    return logprobs, entropy
+
+
+@torch.no_grad()
+def batched_logprobs(model: torch.nn.Module, rollouts, temperature: float, micro_batch_size: int) -> torch.Tensor:
+    """``response_logprobs`` in micro-batches without gradients, (B, T) on CPU."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(rollouts), micro_batch_size):
+        rows = slice(start, start + micro_batch_size)
+        logprobs, _ = response_logprobs(
+            model,
+            rollouts.prompt_ids[rows],
+            rollouts.prompt_mask[rows],
+            rollouts.response_ids[rows],
+            rollouts.response_mask[rows],
+            temperature,
+        )
+        out.append(logprobs.cpu())
+    model.train(was_training)
+    return torch.cat(out) * rollouts.response_mask
+
+
+@dataclass(frozen=True)
+class LossNorm:
+    """Token and sequence counts of the whole mini-batch (all micro-batches, all processes)."""
+
+    num_tokens: float
+    num_seqs: float
+    max_len: int  # the response length budget, Dr.GRPO's constant normaliser
+
+
+def micro_batch_loss(
+    model: torch.nn.Module,
+    batch: TrainBatch,
+    algo: AlgorithmConfig,
+    temperature: float,
+    norm: LossNorm,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO-clip loss (+ KL, - entropy) of one micro-batch, normalised by the whole mini-batch."""
+    mask = batch.response_mask.float()
+    logprobs, entropy = response_logprobs(
+        model, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, temperature, True
+    )
+    device = logprobs.device
+    mask = mask.to(device)
+    agg = dict(num_tokens=norm.num_tokens, num_seqs=norm.num_seqs, max_len=norm.max_len)
+    loss, metrics = policy_loss(
+        logprobs,
+        batch.old_logprobs.to(device),
+        batch.advantages.to(device),
+        mask,
+        clip_low=algo.clip_low,
+        clip_high=algo.clip_high,
+        clip_c=algo.clip_c,
+        agg=algo.loss_agg,
+        **agg,
+    )
+    metrics["pg_loss"] = loss.detach()
+    if algo.kl_coef > 0:
+        kl = kl_penalty(logprobs, batch.ref_logprobs.to(device), algo.kl_estimator)
+        kl_loss = aggregate_loss(kl, mask, algo.loss_agg, **agg)
+        loss = loss + algo.kl_coef * kl_loss
+        metrics["kl"] = masked_mean(kl, mask).detach()
+    entropy_loss = aggregate_loss(entropy, mask, algo.loss_agg, **agg)
+    if algo.entropy_coef > 0:
+        loss = loss - algo.entropy_coef * entropy_loss
+    metrics["entropy"] = masked_mean(entropy, mask).detach()
+    return loss, metrics
+
+
+def update_policy(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    batch: TrainBatch,
+    algo: AlgorithmConfig,
+    plan: BatchPlan,
+    temperature: float,
+    max_grad_norm: float,
+    max_len: int,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """``algo.ppo_epochs`` passes over this process's share of the rollout batch.
+
+    Each optimizer step sees ``plan.grad_accum`` micro-batches here and the same on every other
+    process. accelerate (or DeepSpeed) divides each backward by ``grad_accum`` and data-parallel
+    training averages over processes; the loss is scaled back up by both so that the step's gradient
+    is exactly the aggregation over the whole mini-batch, however it was split.
+    """
+    undo_scaling = plan.grad_accum * plan.world_size
+    size = plan.samples_per_mini_batch_per_process
+    micro = size // plan.grad_accum
+    sums: dict[str, float] = {}
+    count = 0
+    grad_norms: list[float] = []
+    for _ in range(algo.ppo_epochs):
+        order = torch.randperm(len(batch), generator=generator)
+        for start in range(0, len(batch), size):
+            mini = batch.select(order[start : start + size])
+            norm = _global_norm(accelerator, mini, max_len)
+            for m in range(0, size, micro):
+                with accelerator.accumulate(model):
+                    loss, metrics = micro_batch_loss(model, mini.select(torch.arange(m, m + micro)), algo, temperature, norm)
+                    accelerator.backward(loss * undo_scaling)
+                    if accelerator.sync_gradients:
+                        grad_norms.append(_clip(accelerator, model, max_grad_norm))
+                    optimizer.step()  # accelerate skips it between accumulation boundaries
+                    optimizer.zero_grad()
+                if accelerator.sync_gradients:
+                    scheduler.step()  # not prepared by accelerate, which would step it once per process
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + float(value)
+                count += 1
+    out = {f"actor/{k}": v / count for k, v in sums.items()}
+    out["actor/grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
+    out["actor/lr"] = scheduler.get_last_lr()[0]
+    return out
+
+
+def _global_norm(accelerator: Accelerator, mini: TrainBatch, max_len: int) -> LossNorm:
+    counts = torch.tensor([float(mini.response_mask.sum()), float(len(mini))], device=accelerator.device)
+    summed = accelerator.reduce(counts, reduction="sum")
+    return LossNorm(num_tokens=max(float(summed[0]), 1.0), num_seqs=float(summed[1]), max_len=max_len)
+
+
+def _clip(accelerator: Accelerator, model: torch.nn.Module, max_grad_norm: float) -> float:
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        norm = model.get_global_grad_norm()  # DeepSpeed clips by its own `gradient_clipping`
+        return float(norm) if norm is not None else float("nan")
+    if max_grad_norm > 0:
+        return float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm))
+    norms = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0

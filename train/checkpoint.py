@@ -1,0 +1,99 @@
+"""Checkpoints: an HF-format model folder plus the full training state, written atomically.
+
+Layout of ``<run_dir>/checkpoints/step_000050/``:
+  config.json, model.safetensors, tokenizer files  -> loads with transformers and vLLM as is
+  rlvr_checkpoint.json                            -> step, metrics, run config; written last
+  train_state/                                    -> accelerate/DeepSpeed state: optimizer, RNG, ...
+
+Everything is written to ``.tmp-step_000050`` and renamed into place once complete, so a crash
+leaves either a whole checkpoint or none (stale temp folders are removed on the next start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+from accelerate import Accelerator
+from transformers import PreTrainedTokenizerBase
+
+META = "rlvr_checkpoint.json"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step_{step:06d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run as (step, folder), by step."""
+    root = Path(run_dir) / "checkpoints"
+    found = []
+    if root.is_dir():
+        for child in root.iterdir():
+            match = _STEP_DIR.match(child.name)
+            if match and (child / META).is_file():
+                found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path) -> Optional[tuple[int, Path]]:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def remove_partial_checkpoints(run_dir: Path) -> list[Path]:
+    """Delete temp folders a crashed save left behind; returns what was removed."""
+    root = Path(run_dir) / "checkpoints"
+    stale = sorted(root.glob(".tmp-step_*")) if root.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def save_checkpoint(
+    accelerator: Accelerator,
+    run_dir: Path,
+    step: int,
+    model,
+    tokenizer: PreTrainedTokenizerBase,
+    meta: dict[str, Any],
+) -> Path:
+    """Save on all processes (ZeRO shards are gathered or saved per rank); returns the final folder."""
+    final = checkpoint_dir(run_dir, step)
+    tmp = final.with_name(f".tmp-{final.name}")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3
+    accelerator.save_state(str(tmp / "train_state"))  # model, optimizer, RNG; every rank writes its part
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        _write_json(tmp / META, {"step": step, **meta})
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():  # the same step saved again (e.g. a run restarted without resume)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_training_state(accelerator: Accelerator, path: Path) -> int:
+    """Restore model, optimizer and RNG state from a checkpoint folder; returns its step."""
+    accelerator.load_state(str(Path(path) / "train_state"))
+    return int(read_meta(path)["step"])
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    return json.loads((Path(path) / META).read_text())
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2, default=str))

@@ -1,0 +1,212 @@
+"""Structured configs: the one place defaults live. YAML files under ``conf/`` are presets.
+
+Every field says what it trades off. ``check(cfg, world_size)`` runs the cross-field checks at
+start-up; each error says how to fix the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from algorithms import AGGREGATIONS, ESTIMATORS, KL_ESTIMATORS
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message says how to fix it."""
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "grpo"  # label used in run names, logs and comparison tables
+    advantage: str = "grpo"  # advantage estimator (algorithms.ESTIMATORS)
+    norm_by_std: bool = True  # divide group-relative advantages by the group std (False = Dr.GRPO)
+    samples_per_prompt: int = 8  # group size G: more samples, better baselines, costlier steps
+    clip_low: float = 0.2  # PPO ratio clip below 1: smaller keeps updates closer to pi_old
+    clip_high: float = 0.2  # PPO ratio clip above 1 (DAPO's clip-higher raises it to 0.28)
+    clip_c: Optional[float] = None  # dual-clip bound for negative advantages (None = off, else > 1)
+    loss_agg: str = "token-mean"  # how per-token losses become one number (algorithms.AGGREGATIONS)
+    kl_coef: float = 0.0  # weight of KL(pi || pi_ref) in the loss; 0 = no reference model (paper)
+    kl_estimator: str = "k3"  # KL estimator for the loss term (algorithms.KL_ESTIMATORS)
+    entropy_coef: float = 0.0  # entropy bonus: keeps exploration up at the cost of sharpness
+    ppo_epochs: int = 1  # passes over each rollout batch: reuses samples, drifts off-policy
+
+
+@dataclass
+class BuiltinModelConfig:
+    """The tiny Llama the framework trains itself when ``model.name_or_path=builtin``."""
+
+    hidden_size: int = 96  # width: bigger learns the task better and samples slower
+    num_layers: int = 3  # depth
+    num_heads: int = 4  # attention heads (hidden_size must divide)
+    intermediate_size: int = 256  # MLP width
+    sft_steps: int = 1500  # SFT steps on teacher traces: more makes a stronger base model
+    sft_batch_size: int = 64  # traces per SFT step
+    sft_lr: float = 3e-3  # peak SFT learning rate (cosine decay, short warm-up)
+    sft_traces: int = 20000  # teacher traces drawn for SFT (from the train split's problems)
+    seed: int = 0  # seeds the weights, the traces and the SFT order
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "builtin"  # "builtin" (built and cached here), a hub id or a local folder
+    dtype: str = "float32"  # float32, bfloat16 or float16 for weights and compute
+    cache_dir: str = "~/.cache/rlvr"  # where the built-in base model is kept between runs
+    trust_remote_code: bool = False  # allow model code from the hub (only for models you trust)
+    builtin: BuiltinModelConfig = field(default_factory=BuiltinModelConfig)
+
+
+@dataclass
+class TaskConfig:
+    name: str = "arithmetic"  # task preset: which problems, prompts and verifier
+    reward: str = "arithmetic"  # verifier (train.rewards.REWARDS) scoring completions
+    seed: int = 1234  # problems are generated from this seed: same seed, same splits
+    train_size: int = 20000  # problems in the train split
+    test_size: int = 500  # problems in the test split (disjoint from train)
+    min_digits: int = 2  # smallest operand length
+    max_digits: int = 4  # largest operand length: longer means more steps, harder problems
+    slip_rate: float = 0.3  # mean teacher slip probability per step (noise the base inherits)
+    slip_concentration: float = 2.0  # spread of per-fact slip rates: low = some facts nearly always wrong (hard problems), high = uniform noise (pass@k hits 1 early)
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "hf"  # "hf" (transformers generate, runs anywhere) or "vllm" (GPUs)
+    temperature: float = 1.0  # sampling temperature for training rollouts (paper: 1.0)
+    top_p: float = 1.0  # nucleus sampling for training rollouts (1.0 = off)
+    max_new_tokens: int = 64  # response length cap: longer allows longer reasoning, costs time
+    batch_size: int = 256  # sequences generated at once per process: memory against speed
+
+
+@dataclass
+class EvalConfig:
+    n: int = 256  # samples per problem; pass@k is reported for k = 1, 2, 4, ..., n
+    temperature: float = 0.6  # paper's evaluation temperature
+    top_p: float = 0.95  # paper's evaluation nucleus
+    max_new_tokens: int = 64  # response length cap at evaluation
+    num_problems: int = 40  # test problems swept (first N of the test split); 0 = all
+    batch_size: int = 1024  # sequences generated at once
+    after_train: bool = True  # rlvr-train sweeps base and checkpoints when training ends
+    seed: int = 0  # seeds the sampler, so a sweep is reproducible
+
+
+@dataclass
+class DeepSpeedConfig:
+    preset: str = "none"  # name of the conf/deepspeed preset in use ("none" = plain accelerate)
+    config: dict[str, Any] = field(default_factory=dict)  # DeepSpeed JSON config ("auto" values filled in)
+
+
+@dataclass
+class LoggerConfig:
+    wandb: bool = True  # log to Weights & Biases (WANDB_MODE=offline works without network)
+    project: str = "rlvr"  # wandb project
+    entity: Optional[str] = None  # wandb entity (team or user); None = your default
+    mode: Optional[str] = None  # wandb mode: online, offline, disabled; None = WANDB_MODE or offline
+    log_every: int = 1  # steps between training-metric logs
+
+
+@dataclass
+class TrainerConfig:
+    total_steps: int = 200  # RL steps (one rollout batch each)
+    prompts_per_step: int = 16  # prompts per rollout batch, all processes together (paper: 128)
+    mini_batch_size: int = 0  # samples per optimizer step, all processes; 0 = whole rollout batch
+    micro_batch_size: int = 64  # samples per forward/backward on one process: memory against speed
+    lr: float = 2e-4  # actor learning rate
+    lr_scheduler: str = "constant_with_warmup"  # transformers scheduler name
+    warmup_steps: int = 5  # optimizer steps of linear warm-up
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    save_every: int = 50  # steps between checkpoints (the last step is always saved)
+    threads: int = 1  # torch CPU threads per process; >1 slows down under load on small CPUs
+    mixed_precision: str = "no"  # "no", "bf16" or "fp16" (accelerate / DeepSpeed autocast on GPUs)
+
+
+@dataclass
+class RunConfig:
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0  # seeds model init, sampling and data order
+    resume: bool = False  # continue from the latest checkpoint in run_dir
+    run_dir: str = "runs/${now:%Y-%m-%d_%H-%M-%S}"  # where checkpoints, metrics and eval land
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Batch sizes derived once from the config and the number of processes."""
+
+    world_size: int
+    samples_per_step: int  # all processes
+    prompts_per_process: int
+    samples_per_process: int
+    mini_batches: int  # optimizer steps per epoch over one rollout batch
+    samples_per_mini_batch_per_process: int
+    grad_accum: int  # micro-batches per optimizer step on one process
+
+
+def check(cfg: RunConfig, world_size: int) -> BatchPlan:
+    """Cross-field checks; returns the derived batch plan. Raises ConfigError saying how to fix."""
+    algo, trainer, ev = cfg.algorithm, cfg.trainer, cfg.eval
+    for registry, name, key in (
+        (ESTIMATORS, algo.advantage, "algorithm.advantage"),
+        (AGGREGATIONS, algo.loss_agg, "algorithm.loss_agg"),
+        (KL_ESTIMATORS, algo.kl_estimator, "algorithm.kl_estimator"),
+    ):
+        if name not in registry:
+            raise ConfigError(f"{key}={name!r} is unknown; choose one of: {', '.join(registry.names())}")
+    from train.rewards import REWARDS  # late: rewards import the task modules
+
+    if cfg.task.reward not in REWARDS:
+        raise ConfigError(f"task.reward={cfg.task.reward!r} is unknown; choose one of: {', '.join(REWARDS.names())}")
+    if algo.clip_c is not None and algo.clip_c <= 1.0:
+        raise ConfigError(f"algorithm.clip_c={algo.clip_c} must be > 1 (dual-clip bound), or null to turn it off")
+    if algo.samples_per_prompt < 1 or trainer.prompts_per_step < 1:
+        raise ConfigError("algorithm.samples_per_prompt and trainer.prompts_per_step must be >= 1")
+    if trainer.prompts_per_step % world_size:
+        raise ConfigError(
+            f"trainer.prompts_per_step={trainer.prompts_per_step} does not divide over {world_size} processes; "
+            f"use a multiple of {world_size}"
+        )
+    samples = trainer.prompts_per_step * algo.samples_per_prompt
+    mini = trainer.mini_batch_size or samples
+    if samples % mini:
+        raise ConfigError(
+            f"trainer.mini_batch_size={mini} must divide the rollout batch "
+            f"(prompts_per_step x samples_per_prompt = {samples}); try {samples} or a divisor of it"
+        )
+    if mini % world_size:
+        raise ConfigError(f"trainer.mini_batch_size={mini} must be a multiple of the {world_size} processes")
+    mini_local = mini // world_size
+    if mini_local % trainer.micro_batch_size:
+        raise ConfigError(
+            f"trainer.micro_batch_size={trainer.micro_batch_size} must divide the per-process mini-batch "
+            f"({mini} samples / {world_size} processes = {mini_local}); try a divisor of {mini_local}"
+        )
+    if ev.n < 1:
+        raise ConfigError(f"eval.n={ev.n} must be >= 1")
+    if cfg.rollout.engine != "hf":
+        raise ConfigError(f"rollout.engine={cfg.rollout.engine!r} is not available; the built-in engine is: hf")
+    if trainer.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ConfigError(f"trainer.mixed_precision={trainer.mixed_precision!r}; choose one of: no, bf16, fp16")
+    if trainer.save_every < 1:
+        raise ConfigError(f"trainer.save_every={trainer.save_every} must be >= 1")
+    return BatchPlan(
+        world_size=world_size,
+        samples_per_step=samples,
+        prompts_per_process=trainer.prompts_per_step // world_size,
+        samples_per_process=samples // world_size,
+        mini_batches=samples // mini,
+        samples_per_mini_batch_per_process=mini_local,
+        grad_accum=mini_local // trainer.micro_batch_size,
+    )

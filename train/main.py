@@ -1,0 +1,117 @@
+"""``rlvr-train``: build the base model, train it with RLVR, checkpoint, then sweep pass@k.
+
+With no arguments it runs the whole miniature study on the built-in task. Examples::
+
+    rlvr-train                                   # built-in task, GRPO, eval sweep at the end
+    rlvr-train -m algorithm=grpo trainer.lr=1e-4,3e-4
+    rlvr-train run_dir=runs/x resume=true        # continue a run from its latest checkpoint
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from accelerate.utils import broadcast_object_list
+from transformers import get_scheduler
+from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation
+
+from train.checkpoint import latest_checkpoint, list_checkpoints, load_training_state, remove_partial_checkpoints
+from train.config import ConfigError, RunConfig, check, register_configs
+from train.distributed import build_accelerator, world_size_from_env
+from train.loop import Trainer, train
+from train.models import load_model, load_tokenizer, resolve_base
+from train.rewards import REWARDS
+from train.rollout.hf import HFEngine
+from train.tasks import load_task
+from train.tracking import Tracker, truncate_metrics, write_run_info
+
+register_configs()
+
+
+def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
+    """Train per ``cfg`` into ``run_dir``; returns the run folder."""
+    torch.set_num_threads(cfg.trainer.threads)
+    plan = check(cfg, world_size_from_env())
+    acc = build_accelerator(cfg, plan)
+    run_dir = Path(broadcast_object_list([str(run_dir)])[0])  # rank 0's folder: timestamps may differ
+    torch.manual_seed(cfg.seed)
+    start_step = _start_step_or_fail(cfg, run_dir)
+    with acc.main_process_first():  # rank 0 builds the built-in base; the others then find it cached
+        base = resolve_base(cfg.model, cfg.task, progress=acc.is_main_process)
+    if acc.is_main_process:
+        write_run_info(run_dir, base, resolved)
+    tokenizer = load_tokenizer(base, cfg.model)
+    model = load_model(base, cfg.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
+    scheduler = get_scheduler(
+        cfg.trainer.lr_scheduler, optimizer, num_warmup_steps=cfg.trainer.warmup_steps,
+        num_training_steps=cfg.trainer.total_steps * cfg.algorithm.ppo_epochs * plan.mini_batches,
+    )
+    model, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    ref_model = _reference(cfg, base, acc) if cfg.algorithm.kl_coef > 0 else None
+    if start_step:
+        load_training_state(acc, latest_checkpoint(run_dir)[1])
+        if acc.is_main_process:
+            truncate_metrics(run_dir, start_step)
+    tracker = Tracker(run_dir, cfg.logger, resolved, name=run_dir.name, enabled=acc.is_main_process)
+    engine = HFEngine(tokenizer, lambda: unwrap_model_for_generation(model, acc), cfg.rollout.batch_size)
+    trainer = Trainer(
+        cfg=cfg, plan=plan, accelerator=acc, model=model, tokenizer=tokenizer, optimizer=optimizer,
+        scheduler=scheduler, engine=engine, reward_fn=REWARDS[cfg.task.reward], problems=load_task(cfg.task, "train"),
+        tracker=tracker, run_dir=run_dir, run_config=resolved, ref_model=ref_model,
+    )
+    train(trainer, start_step)
+    tracker.finish()
+    acc.wait_for_everyone()
+    return run_dir if acc.is_main_process else None
+
+
+def _start_step_or_fail(cfg: RunConfig, run_dir: Path) -> int:
+    remove_partial_checkpoints(run_dir)
+    latest = latest_checkpoint(run_dir)
+    if cfg.resume:
+        if latest is None:
+            raise ConfigError(f"resume=true but {run_dir} holds no complete checkpoint; drop resume=true to start fresh")
+        return latest[0]
+    if list_checkpoints(run_dir):
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints; pass resume=true to continue it, or choose another run_dir"
+        )
+    return 0
+
+
+def _reference(cfg: RunConfig, base: str, acc):
+    ref = load_model(base, cfg.model).eval().requires_grad_(False)
+    if acc.state.deepspeed_plugin is not None:
+        return prepare_deepspeed(ref, acc)
+    return ref.to(acc.device)
+
+
+@hydra.main(version_base=None, config_path="../conf", config_name="config")
+def _hydra_main(raw: DictConfig) -> None:
+    cfg: RunConfig = OmegaConf.to_object(raw)
+    resolved = OmegaConf.to_container(raw, resolve=True)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        done = run(cfg, run_dir, resolved)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if done is not None and cfg.eval.after_train:
+        from eval.sweep import sweep_and_report
+
+        sweep_and_report(done, cfg)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
