@@ -34,7 +34,7 @@ def deepspeed_config(cfg: RunConfig, plan: BatchPlan) -> dict[str, Any]:
 
 def build_accelerator(cfg: RunConfig, plan: BatchPlan) -> Accelerator:
     handlers = []
-    if not torch.cuda.is_available():
+    if plan.world_size > 1 and not torch.cuda.is_available():
         handlers.append(InitProcessGroupKwargs(backend="gloo"))  # NCCL needs GPUs
     plugin = None
     if cfg.deepspeed.preset != "none":

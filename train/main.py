@@ -33,6 +33,18 @@ from train.tracking import Tracker, truncate_metrics, write_run_info
 register_configs()
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal to our own progress bars and results."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-checkpoint "Writing model shards" / "Loading weights" bars
+    logging.getLogger("accelerate").setLevel(logging.ERROR)  # per-save INFO lines, tied-weights notice
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
     """Train per ``cfg`` into ``run_dir``; returns the run folder."""
     torch.set_num_threads(cfg.trainer.threads)
@@ -95,6 +107,7 @@ def _reference(cfg: RunConfig, base: str, acc):
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def _hydra_main(raw: DictConfig) -> None:
+    _quiet_libraries()
     cfg: RunConfig = OmegaConf.to_object(raw)
     resolved = OmegaConf.to_container(raw, resolve=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -104,7 +117,7 @@ def _hydra_main(raw: DictConfig) -> None:
         print(f"config error: {err}", file=sys.stderr)
         sys.exit(2)
     if done is not None and cfg.eval.after_train:
-        from eval.sweep import sweep_and_report
+        from eval.main import sweep_and_report
 
         sweep_and_report(done, cfg)
 

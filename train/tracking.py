@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,7 +56,7 @@ def _init_wandb(run_dir: Path, cfg: LoggerConfig, run_config: dict[str, Any], na
 
     mode = cfg.mode or os.environ.get("WANDB_MODE") or "offline"
     id_file = run_dir / _RUN_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
     run = wandb.init(
         project=cfg.project,
         entity=cfg.entity,

@@ -1,0 +1,130 @@
+"""Summary -> PNGs: pass@k curves (the reasoning boundary) and pass@1 / pass@k_max over training.
+
+Figures are built with ``matplotlib.figure.Figure`` and rendered by Agg, never through pyplot:
+no display is needed, no global backend is switched under the caller, and no figure leaks into
+pyplot's registry when a sweep plots many times. Reads the summary only (``eval.summarize``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Colormap, ListedColormap, Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
+
+from eval.summarize import Summary
+
+MAX_LEGEND_CHECKPOINTS = 10  # beyond this the legend would bury the curves: a colour bar names the steps
+# viridis without its palest yellow, which vanishes on a white background
+_STEP_COLOURS: Colormap = ListedColormap(matplotlib.colormaps["viridis"](np.linspace(0.0, 0.88, 256)))
+_PASS1_COLOUR, _PASSK_COLOUR = "tab:blue", "tab:orange"
+
+
+def plot_passk_curves(summary: Summary, out_png: str | Path) -> Path:
+    """pass@k against k (log2 axis): base as a thick dashed black line, checkpoints by step colour."""
+    fig, ax = _figure()
+    ks = sorted(summary["base"]["pass_at_k"])
+    checkpoints = summary["checkpoints"]
+    norm = _step_norm([c["step"] for c in checkpoints])
+
+    for ckpt in checkpoints:
+        label = f"step {ckpt['step']}" if len(checkpoints) <= MAX_LEGEND_CHECKPOINTS else None
+        ax.plot(ks, _percent(ckpt["pass_at_k"], ks), color=_STEP_COLOURS(norm(ckpt["step"])),
+                marker="o", markersize=3, linewidth=1.6, label=label)
+    # Drawn last so it stays visible where checkpoint curves cross it.
+    ax.plot(ks, _percent(summary["base"]["pass_at_k"], ks), color="black", linestyle="--",
+            linewidth=3, label=_base_label(summary["base"]["model"]), zorder=3)
+    if len(checkpoints) > MAX_LEGEND_CHECKPOINTS:
+        fig.colorbar(ScalarMappable(norm=norm, cmap=_STEP_COLOURS), ax=ax, label="training step")
+
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(ks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(k) for k in ks], rotation=45 if len(ks) > 9 else 0)
+    ax.set_xlim(ks[0] / 1.15, ks[-1] * 1.15)
+    ax.set_xlabel("k (samples per problem drawn)")
+    ax.set_ylabel("pass@k")
+    ax.set_title(
+        f"pass@k: base vs RL checkpoints  ({summary['num_problems']} problems, n = {summary['n']})"
+    )
+    ax.legend(loc="lower right", fontsize=9, title="model", title_fontsize=9)
+    return _save(fig, out_png)
+
+
+def plot_over_steps(summary: Summary, out_png: str | Path) -> Path:
+    """Checkpoints' pass@1 and pass@k_max against step, the base's as horizontal lines, ΔSE marked."""
+    fig, ax = _figure()
+    k_max, base = summary["k_max"], summary["base"]["pass_at_k"]
+    checkpoints = summary["checkpoints"]
+    steps = [c["step"] for c in checkpoints]
+    pass1 = [100 * c["pass_at_k"][1] for c in checkpoints]
+    passk = [100 * c["pass_at_k"][k_max] for c in checkpoints]
+
+    ax.axhline(100 * base[1], color=_PASS1_COLOUR, linestyle="--", linewidth=1.5, label="base pass@1")
+    ax.plot(steps, pass1, color=_PASS1_COLOUR, marker="o", linewidth=2, label="checkpoint pass@1")
+    if k_max != 1:
+        ax.axhline(100 * base[k_max], color=_PASSK_COLOUR, linestyle="--", linewidth=1.5,
+                   label=f"base pass@{k_max}")
+        ax.plot(steps, passk, color=_PASSK_COLOUR, marker="s", linewidth=2, label=f"checkpoint pass@{k_max}")
+    if checkpoints:
+        ax.fill_between(steps, pass1, 100 * base[k_max], color="grey", alpha=0.15,
+                        label=f"ΔSE = base pass@{k_max} - pass@1")
+        _mark_delta_se(ax, checkpoints[-1]["step"], pass1[-1], 100 * base[k_max])
+
+    if 0 < len(steps) <= 12:
+        ax.xaxis.set_major_locator(FixedLocator(steps))  # tick every checkpoint, never a fractional step
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("accuracy")
+    ax.set_title(
+        f"pass@1 and pass@{k_max} over training  ({summary['num_problems']} problems, n = {summary['n']})"
+    )
+    # Below the axes: inside, it would sit on the ΔSE band it explains.
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=9)
+    return _save(fig, out_png)
+
+
+def _mark_delta_se(ax: Axes, step: int, pass1: float, base_passk: float) -> None:
+    """A double arrow from the last checkpoint's pass@1 up to the base's pass@k_max, labelled."""
+    ax.annotate("", xy=(step, base_passk), xytext=(step, pass1),
+                arrowprops={"arrowstyle": "<->", "color": "dimgrey", "linewidth": 1.2})
+    ax.annotate(f"ΔSE = {base_passk - pass1:+.1f} pts", xy=(step, (pass1 + base_passk) / 2),
+                xytext=(-8, 0), textcoords="offset points", ha="right", va="center",
+                fontsize=9, color="dimgrey")
+
+
+def _base_label(model: str) -> str:
+    return "base" if model == "base" else f"base ({model})"
+
+
+def _step_norm(steps: list[int]) -> Normalize:
+    """Maps the first step to the dark end of the colour map and the last to the light end."""
+    low, high = min(steps, default=0), max(steps, default=1)
+    return Normalize(low, high if high > low else low + 1)
+
+
+def _figure() -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(7.5, 4.8), dpi=130, layout="constrained")
+    FigureCanvasAgg(fig)  # attaches the Agg canvas that savefig renders through
+    ax = fig.add_subplot()
+    ax.yaxis.set_major_formatter(PercentFormatter(100, decimals=0))
+    ax.grid(True, which="major", alpha=0.3)
+    return fig, ax
+
+
+def _percent(curve: dict[int, float], ks: list[int]) -> list[float]:
+    return [100 * curve[k] for k in ks]
+
+
+def _save(fig: Figure, out_png: str | Path) -> Path:
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    return out_png

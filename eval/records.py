@@ -1,0 +1,142 @@
+"""Per-problem sweep results, one JSON object a line (``records.jsonl``).
+
+A sweep appends one ``Record`` per (model, problem) as soon as that problem is measured, and
+fsyncs, so an interrupted sweep keeps everything it finished; ``done_keys`` tells a restarted
+sweep what to skip. A crash can leave a half-written last line: reading skips it with a warning,
+and the next append cuts it off before writing. A malformed line anywhere else is corruption and
+raises. Later lines win: measuring a (model, problem) again replaces the earlier record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Record:
+    """n samples of one problem from one model, c of them judged correct by the verifier."""
+
+    model: str  # "base" for the base model, else the checkpoint's name, e.g. "step_000050"
+    step: int | None  # training step of the checkpoint; None for the base model
+    path: str  # the model folder the samples came from
+    problem_id: str  # stable id of the problem within its dataset
+    n: int  # samples drawn for this problem
+    correct: int  # of those, how many the verifier accepted
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or not 0 <= self.correct <= self.n:
+            raise ValueError(f"need n >= 1 and 0 <= correct <= n, got n={self.n}, correct={self.correct}")
+        if self.step is not None and self.step < 0:
+            raise ValueError(f"step must be None (base) or >= 0, got {self.step}")
+
+
+_FIELDS = tuple(f.name for f in fields(Record))
+_TAIL_BYTES = 1 << 16  # how much of a file's end append_records inspects; far above any line
+
+
+def append_records(path: str | Path, records: Iterable[Record]) -> None:
+    """Append ``records`` to the JSONL file at ``path`` (created if missing) and fsync it."""
+    path = Path(path)
+    lines = "".join(json.dumps(asdict(r)) + "\n" for r in records)
+    if not lines:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _repair_tail(path)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(lines)
+        f.flush()
+        # fsync, not just flush: a killed job or a lost node must not lose problems it reported done.
+        os.fsync(f.fileno())
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """All records in ``path``, one per (model, problem_id), the later line winning.
+
+    Order is that of each key's first appearance. A malformed last line (a write cut short by a
+    crash) is skipped with a warning; a malformed line before it raises ValueError.
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    latest: dict[tuple[str, str], Record] = {}
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = _parse(line)
+        except ValueError as err:
+            if i == last:
+                warnings.warn(f"{path}:{i + 1}: skipping a truncated last line ({err})", stacklevel=2)
+                break
+            raise ValueError(f"{path}:{i + 1}: malformed record in the middle of the file: {err}") from err
+        latest[(record.model, record.problem_id)] = record
+    return list(latest.values())
+
+
+def done_keys(records: Iterable[Record]) -> set[tuple[str, str]]:
+    """The (model, problem_id) pairs already measured, for a sweep to skip when it resumes."""
+    return {(r.model, r.problem_id) for r in records}
+
+
+def _parse(line: str) -> Record:
+    """One JSON line as a Record; every failure is a ValueError saying what is wrong."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not JSON ({err.msg})") from None
+    if not isinstance(obj, dict) or set(obj) != set(_FIELDS):
+        got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(f"expected an object with keys {list(_FIELDS)}, got {got}")
+    types_ok = (
+        isinstance(obj["model"], str)
+        and (obj["step"] is None or _is_int(obj["step"]))
+        and isinstance(obj["path"], str)
+        and isinstance(obj["problem_id"], str)
+        and _is_int(obj["n"])
+        and _is_int(obj["correct"])
+    )
+    if not types_ok:
+        raise ValueError(f"wrong field types in {obj}")
+    return Record(**obj)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _repair_tail(path: Path) -> None:
+    """Make the file end in a complete line, so appended records do not glue onto a torn one.
+
+    Reads only the file's last ``_TAIL_BYTES``: a sweep appends once per problem, and re-reading
+    a growing file each time would cost quadratic I/O.
+    """
+    if not path.exists() or (size := path.stat().st_size) == 0:
+        return
+    with path.open("rb") as f:
+        f.seek(max(0, size - _TAIL_BYTES))
+        chunk = f.read()
+    body = chunk.rstrip()
+    if not body:
+        return
+    cut = body.rfind(b"\n") + 1  # start of the last non-empty line within chunk
+    if cut == 0 and len(chunk) < size:
+        raise ValueError(f"{path}: last line is longer than {_TAIL_BYTES} bytes; not a records file?")
+    last_line = body[cut:]
+    try:
+        _parse(last_line.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        warnings.warn(
+            f"{path}: dropping a truncated last line before appending: {last_line[:80]!r}", stacklevel=3
+        )
+        os.truncate(path, size - len(chunk) + cut)
+        return
+    if not chunk.endswith(b"\n"):
+        # A complete record that only lacks its newline (e.g. written by hand): keep it.
+        with path.open("ab") as f:
+            f.write(b"\n")
+

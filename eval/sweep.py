@@ -1,0 +1,98 @@
+"""Sweep the base model and every checkpoint of a run: n samples per test problem -> records.jsonl.
+
+Records are appended per chunk of problems, so an interrupted sweep resumes where it stopped.
+Then ``report`` turns the records into the summary, the terminal table and the plots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from eval.plot import plot_over_steps, plot_passk_curves
+from eval.records import Record, append_records, done_keys, read_records
+from eval.summarize import print_table, summarize, write_summary
+from train.checkpoint import list_checkpoints
+from train.config import EvalConfig, RunConfig
+from train.models import load_model, load_tokenizer
+from train.rewards import REWARDS
+from train.rollout.base import SamplingParams
+from train.rollout.hf import HFEngine
+from train.tasks import Problem, load_task
+
+
+@dataclass(frozen=True)
+class SweepTarget:
+    model: str  # "base" or "step_000050"
+    step: Optional[int]  # None for the base
+    path: str  # model folder or hub id
+
+
+def targets_of(run_dir: Path, base: str) -> list[SweepTarget]:
+    """The base model, then the run's checkpoints by step."""
+    found = [SweepTarget("base", None, base)]
+    found += [SweepTarget(path.name, step, str(path)) for step, path in list_checkpoints(run_dir)]
+    return found
+
+
+def eval_problems(cfg: RunConfig) -> list[Problem]:
+    problems = load_task(cfg.task, "test")
+    return problems[: cfg.eval.num_problems] if cfg.eval.num_problems else problems
+
+
+def sweep(
+    records_path: Path,
+    targets: Sequence[SweepTarget],
+    problems: Sequence[Problem],
+    cfg: RunConfig,
+    progress: bool = True,
+) -> list[Record]:
+    """Measure each target on each problem not yet in ``records_path``; returns all records."""
+    ev: EvalConfig = cfg.eval
+    reward_fn = REWARDS[cfg.task.reward]
+    done = done_keys(read_records(records_path)) if records_path.exists() else set()
+    per_call = max(1, ev.batch_size // ev.n)  # problems per generate call
+    for target in targets:
+        todo = [(i, p) for i, p in enumerate(problems) if (target.model, p.id) not in done]
+        if not todo:
+            continue
+        tokenizer = load_tokenizer(target.path, cfg.model)
+        model = load_model(target.path, cfg.model)
+        engine = HFEngine.for_model(tokenizer, model, batch_size=ev.batch_size)
+        bar = tqdm(total=len(todo), desc=f"pass@k {target.model}", unit="problem", disable=not progress)
+        for start in range(0, len(todo), per_call):
+            chunk = todo[start : start + per_call]
+            params = SamplingParams(
+                n=ev.n, temperature=ev.temperature, top_p=ev.top_p, max_new_tokens=ev.max_new_tokens,
+                seed=ev.seed * 1_000_003 + chunk[0][0],
+            )
+            rollouts = engine.generate([p.prompt for _, p in chunk], params)
+            rewards = reward_fn(
+                prompts=[chunk[int(g)][1].prompt for g in rollouts.group_ids],
+                completions=rollouts.texts,
+                answer=[chunk[int(g)][1].answer for g in rollouts.group_ids],
+            )
+            correct = torch.tensor([r is not None and r >= 1.0 for r in rewards]).view(len(chunk), ev.n).sum(-1)
+            append_records(
+                records_path,
+                [Record(target.model, target.step, target.path, p.id, ev.n, int(c)) for (_, p), c in zip(chunk, correct)],
+            )
+            bar.update(len(chunk))
+        bar.close()
+        del model
+    return read_records(records_path)
+
+
+def report(run_dir: Path, records: Sequence[Record], console=None) -> dict:
+    """summary.json, the terminal table and the plots under ``<run_dir>/eval``."""
+    out = Path(run_dir) / "eval"
+    summary = summarize(list(records))
+    write_summary(summary, out / "summary.json")
+    print_table(summary, console=console)
+    plot_passk_curves(summary, out / "passk_curves.png")
+    plot_over_steps(summary, out / "passk_over_steps.png")
+    return summary

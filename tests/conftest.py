@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny random Llama over the built-in task's characters (no SFT, no cache)."""
+
+import pytest
+import torch
+
+from train.base_model import build_model, build_tokenizer
+from train.config import BuiltinModelConfig
+from train.tasks.arithmetic import ALPHABET
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # two threads on two busy cores run many times slower than one
+
+
+@pytest.fixture
+def tiny_tokenizer():
+    return build_tokenizer(ALPHABET)
+
+
+@pytest.fixture
+def tiny_model(tiny_tokenizer):
+    cfg = BuiltinModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=3)
+    return build_model(cfg, tiny_tokenizer)
