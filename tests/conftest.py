@@ -22,3 +22,9 @@ def tiny_tokenizer():
 def tiny_model(tiny_tokenizer):
     cfg = BuiltinModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=3)
     return build_model(cfg, tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    """One model cache per test session: the TINY built-in base is built once and shared."""
+    return tmp_path_factory.mktemp("model-cache")

@@ -33,15 +33,33 @@ def deepspeed_config(cfg: RunConfig, plan: BatchPlan) -> dict[str, Any]:
 
 
 def build_accelerator(cfg: RunConfig, plan: BatchPlan) -> Accelerator:
+    """One ``Accelerator`` for every mode: 1 process, DDP, or DeepSpeed; GPUs or CPUs (gloo)."""
+    on_cpu = not torch.cuda.is_available()
     handlers = []
-    if plan.world_size > 1 and not torch.cuda.is_available():
+    if plan.world_size > 1 and on_cpu:
         handlers.append(InitProcessGroupKwargs(backend="gloo"))  # NCCL needs GPUs
     plugin = None
     if cfg.deepspeed.preset != "none":
+        if on_cpu:
+            _deepspeed_on_cpu()
         plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(cfg, plan))
     return Accelerator(
         gradient_accumulation_steps=plan.grad_accum,
         mixed_precision=cfg.trainer.mixed_precision,
         deepspeed_plugin=plugin,
         kwargs_handlers=handlers,
+        # Without GPUs, plain DDP must be told it runs on CPUs to pick gloo (MULTI_CPU); DeepSpeed
+        # must not be: accelerate's cpu flag silently turns DeepSpeed off (see _deepspeed_on_cpu).
+        cpu=on_cpu and plugin is None,
     )
+
+
+def _deepspeed_on_cpu() -> None:
+    """Let DeepSpeed run on CPUs under accelerate, the same whoever launched us.
+
+    ``AcceleratorState`` ignores the DeepSpeed plugin when ``ACCELERATE_USE_CPU`` is true (what
+    ``accelerate launch --cpu`` exports), and would quietly train plain DDP instead. DeepSpeed picks
+    its CPU accelerator itself when no GPU is found; naming it saves the probe and its warning.
+    """
+    os.environ.pop("ACCELERATE_USE_CPU", None)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")

@@ -1,0 +1,77 @@
+"""Checkpoints: HF-loadable folders, atomic writes, and resume reproducing an uninterrupted run."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tests.cli import TINY, metrics, run_cli
+from train.checkpoint import latest_checkpoint, list_checkpoints
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_cache):
+    """4 steps, checkpoints at 2 and 4: the uninterrupted reference run."""
+    root = tmp_path_factory.mktemp("ckpt")
+    run_dir = root / "run"
+    run_cli("rlvr-train", [f"run_dir={run_dir}", f"model.cache_dir={tiny_cache}", *TINY,
+                           "trainer.total_steps=4", "trainer.save_every=2", "eval.after_train=false"], cwd=root)
+    return root, run_dir
+
+
+def _weights(folder):
+    return {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(folder).state_dict().items()}
+
+
+def test_checkpoints_load_with_transformers(trained_run):
+    root, run_dir = trained_run
+    steps = [step for step, _ in list_checkpoints(run_dir)]
+    assert steps == [2, 4]
+    base = (run_dir / "run.json").exists() and json.loads((run_dir / "run.json").read_text())["base_model"]
+    for step, folder in list_checkpoints(run_dir):
+        meta = json.loads((folder / "rlvr_checkpoint.json").read_text())
+        assert meta["step"] == step and "train/reward_mean" in meta["metrics"]
+        assert meta["config"]["trainer"]["total_steps"] == 4
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        assert tokenizer.decode(tokenizer("12+34=").input_ids, skip_special_tokens=True) == "12+34="
+    changed = [not torch.equal(a, b) for a, b in zip(_weights(base).values(), _weights(run_dir / "checkpoints/step_000004").values())]
+    assert any(changed), "RL steps left every weight equal to the base"
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+
+
+def test_resume_reproduces_the_uninterrupted_run(trained_run, tiny_cache):
+    root, run_dir = trained_run
+    crashed = root / "crashed"
+    shutil.copytree(run_dir, crashed)
+    shutil.rmtree(crashed / "checkpoints" / "step_000004")  # as if killed after step 3's log
+    (crashed / "checkpoints" / ".tmp-step_000004").mkdir()  # and mid-save
+    assert latest_checkpoint(crashed)[0] == 2
+    run_cli("rlvr-train", [f"run_dir={crashed}", f"model.cache_dir={tiny_cache}", *TINY,
+                           "trainer.total_steps=4", "trainer.save_every=2", "eval.after_train=false", "resume=true"], cwd=root)
+    reference = {m["train/step"]: m for m in metrics(run_dir)}
+    resumed = {m["train/step"]: m for m in metrics(crashed)}
+    assert sorted(resumed) == [1, 2, 3, 4]  # no duplicated steps
+    for step in (3, 4):
+        for key in ("actor/pg_loss", "train/reward_mean", "actor/entropy", "actor/grad_norm"):
+            assert resumed[step][key] == pytest.approx(reference[step][key], rel=1e-5, abs=1e-7), (step, key)
+    a, b = _weights(run_dir / "checkpoints/step_000004"), _weights(crashed / "checkpoints/step_000004")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    assert not list((crashed / "checkpoints").glob(".tmp-*"))
+
+
+def test_existing_run_without_resume_is_refused(trained_run, tiny_cache):
+    root, run_dir = trained_run
+    proc = run_cli("rlvr-train", [f"run_dir={run_dir}", f"model.cache_dir={tiny_cache}", *TINY], cwd=root, check=False)
+    assert proc.returncode == 2
+    assert "resume=true" in proc.stderr
+    assert [s for s, _ in list_checkpoints(run_dir)] == [2, 4]  # nothing lost
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path, tiny_cache):
+    proc = run_cli("rlvr-train", [f"run_dir={tmp_path / 'empty'}", f"model.cache_dir={tiny_cache}", *TINY,
+                                  "resume=true"], cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "no complete checkpoint" in proc.stderr
