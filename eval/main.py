@@ -13,7 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from eval.sweep import eval_problems, report, sweep, targets_of
+from eval.sweep import eval_problems, records_path, report, sweep, targets_of
 from train.config import RunConfig, register_configs
 from train.tracking import STEP_KEY, Tracker, read_run_info
 
@@ -24,9 +24,9 @@ def sweep_and_report(run_dir: Path, cfg: RunConfig, progress: bool = True) -> di
     """Sweep base + checkpoints, write ``<run_dir>/eval/``, log pass@k at each checkpoint's step."""
     torch.set_num_threads(cfg.trainer.threads)
     info = read_run_info(run_dir)
-    records = sweep(Path(run_dir) / "eval" / "records.jsonl", targets_of(run_dir, info["base_model"]),
+    records = sweep(records_path(run_dir, cfg.eval), targets_of(run_dir, info["base_model"]),
                     eval_problems(cfg), cfg, progress=progress)
-    summary = report(run_dir, records)
+    summary = report(run_dir, records, k_max=cfg.eval.k_max)
     _log(run_dir, cfg, info["config"], summary)
     return summary
 

@@ -39,22 +39,28 @@ def targets_of(run_dir: Path, base: str) -> list[SweepTarget]:
     return found
 
 
+def records_path(run_dir: Path, ev: EvalConfig) -> Path:
+    """One records file per sampling setting, so sweeps at other settings never mix."""
+    name = f"records_n{ev.n}_T{ev.temperature:g}_top{ev.top_p:g}_len{ev.max_new_tokens}_seed{ev.seed}.jsonl"
+    return Path(run_dir) / "eval" / name
+
+
 def eval_problems(cfg: RunConfig) -> list[Problem]:
     problems = load_task(cfg.task, "test")
     return problems[: cfg.eval.num_problems] if cfg.eval.num_problems else problems
 
 
 def sweep(
-    records_path: Path,
+    path: Path,
     targets: Sequence[SweepTarget],
     problems: Sequence[Problem],
     cfg: RunConfig,
     progress: bool = True,
 ) -> list[Record]:
-    """Measure each target on each problem not yet in ``records_path``; returns all records."""
+    """Measure each target on each problem not yet in the records file ``path``; returns all records."""
     ev: EvalConfig = cfg.eval
     reward_fn = REWARDS[cfg.task.reward]
-    done = done_keys(read_records(records_path)) if records_path.exists() else set()
+    done = done_keys(read_records(path)) if path.exists() else set()
     per_call = max(1, ev.batch_size // ev.n)  # problems per generate call
     for target in targets:
         todo = [(i, p) for i, p in enumerate(problems) if (target.model, p.id) not in done]
@@ -78,19 +84,19 @@ def sweep(
             )
             correct = torch.tensor([r is not None and r >= 1.0 for r in rewards]).view(len(chunk), ev.n).sum(-1)
             append_records(
-                records_path,
+                path,
                 [Record(target.model, target.step, target.path, p.id, ev.n, int(c)) for (_, p), c in zip(chunk, correct)],
             )
             bar.update(len(chunk))
         bar.close()
         del model
-    return read_records(records_path)
+    return read_records(path)
 
 
-def report(run_dir: Path, records: Sequence[Record], console=None) -> dict:
-    """summary.json, the terminal table and the plots under ``<run_dir>/eval``."""
+def report(run_dir: Path, records: Sequence[Record], k_max: int = 0, console=None) -> dict:
+    """summary.json, the terminal table and the plots under ``<run_dir>/eval``; k_max 0 = n."""
     out = Path(run_dir) / "eval"
-    summary = summarize(list(records))
+    summary = summarize(list(records), k_max=k_max or None)
     write_summary(summary, out / "summary.json")
     print_table(summary, console=console)
     plot_passk_curves(summary, out / "passk_curves.png")

@@ -83,6 +83,7 @@ class RolloutConfig:
 @dataclass
 class EvalConfig:
     n: int = 256  # samples per problem; pass@k is reported for k = 1, 2, 4, ..., n
+    k_max: int = 0  # k of the base's pass@k in ΔSE = pass@k_max(base) - pass@1(RL); 0 = n (paper: 256)
     temperature: float = 0.6  # paper's evaluation temperature
     top_p: float = 0.95  # paper's evaluation nucleus
     max_new_tokens: int = 64  # response length cap at evaluation
@@ -195,6 +196,8 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         )
     if ev.n < 1:
         raise ConfigError(f"eval.n={ev.n} must be >= 1")
+    if ev.k_max > ev.n:
+        raise ConfigError(f"eval.k_max={ev.k_max} is larger than eval.n={ev.n} samples per problem; raise eval.n or lower eval.k_max")
     if cfg.rollout.engine != "hf":
         raise ConfigError(f"rollout.engine={cfg.rollout.engine!r} is not available; the built-in engine is: hf")
     if trainer.mixed_precision not in ("no", "bf16", "fp16"):
