@@ -1,7 +1,12 @@
 """Advantage estimators: one registry, one signature ``(AdvantageInputs, AdvantageOptions) -> AdvantageOutputs``.
 
 Shapes: B samples, T response tokens. ``token_rewards`` holds the outcome reward at each response's
-last valid token plus any per-token penalties; outcome-only estimators use its row sums.
+last valid token plus any per-token penalties; outcome-only estimators use its row sums over valid
+tokens. Every output is zero where ``response_mask`` is 0.
+
+Each estimator is checked against verl's ``verl.trainer.ppo.core_algos`` in ``tests/test_parity_verl.py``.
+Where we depart from verl it is on masked positions only: verl leaves whitened values (gae) and
+values (gae returns) on padding, we zero them, and we read rewards under the mask only.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from typing import Callable, Optional
 
 import torch
 
+from algorithms.masked import masked_whiten
 from algorithms.registry import Registry
 
 
@@ -25,10 +31,10 @@ class AdvantageInputs:
 
 @dataclass(frozen=True)
 class AdvantageOptions:
-    gamma: float = 1.0  # discount
-    lam: float = 1.0  # GAE lambda
-    norm_by_std: bool = True  # divide group-centred scores by the group std
-    eps: float = 1e-6  # added to a std before dividing
+    gamma: float = 1.0  # discount (gae, reinforce_pp, remax); < 1 favours early tokens, biases the return
+    lam: float = 1.0  # GAE lambda (gae): lower trusts the critic more, less variance, more bias
+    norm_by_std: bool = True  # grpo: divide group-centred scores by the group std (False: Dr.GRPO)
+    eps: float = 1e-6  # grpo: added to the group std before dividing (batch whitening uses 1e-8, as verl)
 
 
 @dataclass
@@ -94,3 +100,97 @@ def rloo(inputs: AdvantageInputs, opts: AdvantageOptions) -> AdvantageOutputs:
     mean, _, size = group_stats(scores, inputs.group_ids)
     scale = torch.where(size > 1, size / (size - 1).clamp(min=1), torch.ones_like(size))
     return _outcome((scores - mean) * scale, inputs.response_mask)
+
+
+def discounted_returns(token_rewards: torch.Tensor, response_mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Return-to-go G_t = r_t + gamma G_{t+1} over valid tokens, (B, T) -> (B, T), zero on masked tokens.
+
+    A masked token (padding, or a tool-output span inside a response) neither adds its reward nor
+    discounts: G passes through it unchanged, as in verl's REINFORCE++ estimator.
+    """
+    mask = response_mask.to(token_rewards.dtype)
+    returns = torch.zeros_like(token_rewards)
+    running = torch.zeros_like(token_rewards[:, 0])
+    for t in reversed(range(token_rewards.shape[1])):
+        candidate = token_rewards[:, t] + gamma * running
+        returns[:, t] = candidate * mask[:, t]
+        running = candidate * mask[:, t] + running * (1 - mask[:, t])
+    return returns
+
+
+@ESTIMATORS.register("gae")
+def gae(inputs: AdvantageInputs, opts: AdvantageOptions) -> AdvantageOutputs:
+    """Generalised advantage estimation for PPO with a critic (Schulman et al., arXiv 1506.02438, Eq. 16).
+
+    delta_t = r_t + gamma V_{t+1} - V_t,  A_t = delta_t + gamma lam A_{t+1},  returns_t = A_t + V_t
+    (the critic's regression target), with V after the last token 0. Then A is whitened over all
+    valid tokens of the batch, as verl and OpenRLHF do (not in the paper): (A - mean) / sqrt(var + 1e-8),
+    unbiased var; ``opts.eps`` is not used. Masked tokens are skipped as in verl (V and A pass through
+    them). Shapes: token_rewards, values, response_mask (B, T) -> (B, T).
+    Departs from verl only on masked tokens, which are 0 here.
+    """
+    if inputs.values is None:
+        raise ValueError("advantage estimator 'gae' needs critic values: set AdvantageInputs.values (B, T)")
+    rewards, values = inputs.token_rewards, inputs.values.to(inputs.token_rewards.dtype)
+    mask = inputs.response_mask.to(rewards.dtype)
+    advantages = torch.zeros_like(rewards)
+    next_value = last_gae = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + opts.gamma * next_value - values[:, t]
+        candidate = delta + opts.gamma * opts.lam * last_gae
+        next_value = values[:, t] * mask[:, t] + next_value * (1 - mask[:, t])
+        last_gae = candidate * mask[:, t] + last_gae * (1 - mask[:, t])
+        advantages[:, t] = last_gae
+    returns = (advantages + values) * mask
+    return AdvantageOutputs(advantages=masked_whiten(advantages, mask) * mask, returns=returns)
+
+
+@ESTIMATORS.register("reinforce_pp")
+def reinforce_pp(inputs: AdvantageInputs, opts: AdvantageOptions) -> AdvantageOutputs:
+    """REINFORCE++ (Hu et al., arXiv 2501.03262): discounted return-to-go, globally normalised.
+
+    G_t = sum_{s >= t} gamma^(s-t) r_s, where r_s already holds the outcome reward at the last token
+    and any per-token KL penalty the caller folded in (the paper's r_t - beta KL_t);
+    A_t = (G_t - mean(G)) / sqrt(var(G) + 1e-8) over all valid tokens of the batch (the paper's
+    global advantage normalisation; 1e-8 and the unbiased var as in verl and OpenRLHF).
+    returns = G. Shapes: (B, T) -> (B, T). Same as verl's ``compute_reinforce_plus_plus_outcome_advantage``.
+    """
+    mask = inputs.response_mask.to(inputs.token_rewards.dtype)
+    returns = discounted_returns(inputs.token_rewards, mask, opts.gamma)
+    return AdvantageOutputs(advantages=masked_whiten(returns, mask) * mask, returns=returns)
+
+
+@ESTIMATORS.register("reinforce_pp_baseline")
+def reinforce_pp_baseline(inputs: AdvantageInputs, opts: AdvantageOptions) -> AdvantageOutputs:
+    """REINFORCE++-baseline (arXiv 2501.03262): group-mean baseline, then batch whitening.
+
+    A_i = s_i - mean(s_group) with s_i the sample's summed reward (a group of one keeps s_i), put
+    on every valid token and whitened over all valid tokens of the batch: (A - mean) / sqrt(var + 1e-8).
+    returns = advantages. Shapes: (B, T) -> (B, T). Same as verl's
+    ``compute_reinforce_plus_plus_baseline_outcome_advantage`` (gamma and ``opts.eps`` unused, as there).
+    """
+    mask = inputs.response_mask.to(inputs.token_rewards.dtype)
+    scores = (inputs.token_rewards * mask).sum(-1)
+    mean, _, _ = group_stats(scores, inputs.group_ids)
+    advantages = masked_whiten((scores - mean).unsqueeze(-1) * mask, mask) * mask
+    return AdvantageOutputs(advantages=advantages, returns=advantages.clone())
+
+
+@ESTIMATORS.register("remax")
+def remax(inputs: AdvantageInputs, opts: AdvantageOptions) -> AdvantageOutputs:
+    """ReMax (Li et al., arXiv 2310.10505, Alg. 1): the greedy rollout's reward as baseline.
+
+    A_t = G_t - b, G_t the return-to-go of the token rewards (``discounted_returns``) and b =
+    ``baseline_rewards`` (B,), the reward of one greedy rollout of the sample's prompt. No whitening.
+    returns = G. Shapes: (B, T), (B,) -> (B, T). Same as verl's ``compute_remax_outcome_advantage``
+    at gamma = 1 (the paper's and our default); verl ignores gamma, we discount by it.
+    """
+    if inputs.baseline_rewards is None:
+        raise ValueError(
+            "advantage estimator 'remax' needs AdvantageInputs.baseline_rewards (B,): "
+            "the reward of one greedy rollout of each sample's prompt"
+        )
+    mask = inputs.response_mask.to(inputs.token_rewards.dtype)
+    returns = discounted_returns(inputs.token_rewards, mask, opts.gamma)
+    baseline = inputs.baseline_rewards.to(returns.dtype).unsqueeze(-1)
+    return AdvantageOutputs(advantages=(returns - baseline) * mask, returns=returns)

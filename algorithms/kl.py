@@ -37,5 +37,8 @@ def k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-token KL estimate of kind ``k1``, ``k2`` or ``k3``; all tensors (B, T)."""
+    """Per-token KL estimate of kind ``k1``, ``k2`` or ``k3``; all tensors (B, T).
+
+    verl calls them ``kl``, ``mse`` and ``low_var_kl`` (``tests/test_parity_verl.py`` checks all three).
+    """
     return KL_ESTIMATORS[kind](logprobs, ref_logprobs)

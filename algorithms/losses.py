@@ -32,6 +32,10 @@ def policy_loss(
 
     Metrics: ``clipfrac`` (tokens where the clipped term is active), ``clipfrac_lower`` (dual-clip
     active), ``approx_kl`` (mean of log pi_old - log pi, verl's ``ppo_kl``).
+
+    Matches verl's ``compute_policy_loss_vanilla`` and TRL's GRPO loss (``tests/test_parity_*.py``);
+    unlike verl, which always dual-clips (``clip_ratio_c`` = 3 by default), dual-clip is off unless
+    ``clip_c`` is set, as in TRL.
     """
     log_ratio = (logprobs - old_logprobs).clamp(-20.0, 20.0)
     ratio = log_ratio.exp()

@@ -26,7 +26,11 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: Optional[int] = N
 
 
 def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, shift_mean: bool = True) -> torch.Tensor:
-    """(x - mean) / sqrt(var + eps) over the masked entries; unbiased variance as in verl and OpenRLHF."""
+    """(x - mean) / sqrt(var + eps) over the masked entries; unbiased variance as in verl and OpenRLHF.
+
+    Masked entries are transformed too (the caller zeroes them if it needs to). With one valid entry
+    the variance is taken as 0 (verl raises instead).
+    """
     mean = masked_mean(values, mask)
     centered = values - mean
     count = mask.sum()
@@ -79,6 +83,9 @@ def aggregate_loss(
     ``num_tokens`` / ``num_seqs`` default to this batch's own counts; pass the whole mini-batch's
     counts (summed over micro-batches and processes, times the number of processes when gradients
     are averaged across them) to make the result independent of the split. ``max_len`` defaults to T.
+
+    The default ``num_seqs`` counts every row, as TRL's GRPO loss does; verl's ``agg_loss`` counts only
+    rows with at least one valid token. The two agree unless a row is fully masked.
     """
     mask = mask.to(loss_mat.dtype)
     num_tokens = float(mask.sum().clamp(min=1)) if num_tokens is None else num_tokens
