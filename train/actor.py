@@ -23,8 +23,10 @@ def response_logprobs(
     response_mask: torch.Tensor,  # (B, T)
     temperature: float,
     with_entropy: bool = False,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """log softmax(logits / temperature) of each response token, (B, T); entropy (B, T) on request.
+    """log softmax(logits / temperature) of each response token, (B, T); entropy (B, T) on request,
+    differentiable when ``entropy_grad`` (an entropy bonus), else detached (a metric).
 
     Positions are counted from each row's first real token, as ``generate`` does with left padding,
     so the log-probs match the sampler's.
@@ -36,7 +38,7 @@ def response_logprobs(
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
     logits = logits[:, prompt_ids.shape[1] - 1 : -1].float() / temperature  # (B, T, V): predicts each response token
     logprobs = selective_log_softmax(logits, response_ids.to(device))
-    entropy = entropy_from_logits(logits.detach()) if with_entropy else None
+    entropy = entropy_from_logits(logits if entropy_grad else logits.detach()) if with_entropy else None
     return logprobs, entropy
 
 
@@ -80,7 +82,8 @@ def micro_batch_loss(
     """PPO-clip loss (+ KL, - entropy) of one micro-batch, normalised by the whole mini-batch."""
     mask = batch.response_mask.float()
     logprobs, entropy = response_logprobs(
-        model, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, temperature, True
+        model, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, temperature,
+        with_entropy=True, entropy_grad=algo.entropy_coef > 0,
     )
     device = logprobs.device
     mask = mask.to(device)

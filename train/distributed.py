@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DeepSpeedPlugin, InitProcessGroupKwargs
+from accelerate.utils import DistributedType
 
 from train.config import BatchPlan, RunConfig
 
@@ -63,3 +64,23 @@ def _deepspeed_on_cpu() -> None:
     """
     os.environ.pop("ACCELERATE_USE_CPU", None)
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def keep_grad_norm(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """Make ``model.get_global_grad_norm()`` report the norm under DeepSpeed ZeRO-0 in fp32 too.
+
+    DeepSpeed's ZeRO and fp16/bf16 optimizers record the norm they clip by, but fp32 ZeRO-0 clips in
+    ``DeepSpeedEngine.clip_fp32_gradients`` and drops the result (``_take_model_step`` in DeepSpeed
+    0.19), so the trainer would log NaN. The wrapper keeps the norm where ``get_global_grad_norm``
+    reads it. With ``trainer.max_grad_norm=0`` DeepSpeed does not clip and the norm stays NaN.
+    """
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:  # then ``model`` is not an engine
+        return
+    if model.zero_optimization() or model.fp16_enabled() or model.bfloat16_enabled():
+        return
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    def clip_and_keep() -> None:
+        model._global_grad_norm = clip_grad_norm_(model.module.parameters(), model.gradient_clipping(), mpu=model.mpu)
+
+    model.clip_fp32_gradients = clip_and_keep

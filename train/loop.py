@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,13 +71,17 @@ def train(t: Trainer, start_step: int = 0) -> None:
 
 def prompts_for_step(problems: Sequence[Problem], step: int, cfg: RunConfig, plan: BatchPlan, rank: int) -> list[Problem]:
     """This process's prompts for ``step``: a seeded shuffle per epoch, so any step can be resumed."""
-    per_step = cfg.trainer.prompts_per_step
-    out = []
-    for i in range(step * per_step + rank * plan.prompts_per_process, step * per_step + (rank + 1) * plan.prompts_per_process):
+    first = step * cfg.trainer.prompts_per_step + rank * plan.prompts_per_process
+    picked = []
+    for i in range(first, first + plan.prompts_per_process):
         epoch, pos = divmod(i, len(problems))
-        order = torch.randperm(len(problems), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
-        out.append(problems[int(order[pos])])
-    return out
+        picked.append(problems[_epoch_order(cfg.seed, epoch, len(problems))[pos]])
+    return picked
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(seed: int, epoch: int, size: int) -> list[int]:
+    return torch.randperm(size, generator=torch.Generator().manual_seed(_mix(seed, epoch))).tolist()
 
 
 def rollout_params(cfg: RunConfig, step: int, rank: int) -> SamplingParams:

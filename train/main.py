@@ -22,7 +22,7 @@ from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation
 
 from train.checkpoint import latest_checkpoint, list_checkpoints, load_training_state, remove_partial_checkpoints
 from train.config import ConfigError, RunConfig, check, register_configs
-from train.distributed import build_accelerator, world_size_from_env
+from train.distributed import build_accelerator, keep_grad_norm, world_size_from_env
 from train.loop import Trainer, train
 from train.models import load_model, load_tokenizer, resolve_base
 from train.rewards import REWARDS
@@ -65,6 +65,7 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
         num_training_steps=cfg.trainer.total_steps * cfg.algorithm.ppo_epochs * plan.mini_batches,
     )
     model, optimizer = acc.prepare(model, optimizer)
+    keep_grad_norm(acc, model)
     acc.register_for_checkpointing(scheduler)
     ref_model = _reference(cfg, base, acc) if cfg.algorithm.kl_coef > 0 else None
     if start_step:

@@ -1,0 +1,166 @@
+"""Test-only programs that ``tests/test_distributed.py`` starts under a launcher, one per process.
+
+``python dist_workers.py train DUMP_DIR [hydra overrides]``
+    rlvr-train as usual; afterwards every rank saves the weights it holds in memory (gathered under
+    ZeRO-3) and a fingerprint of each rollout batch it trained on to ``DUMP_DIR/rank<r>.pt``. Ranks
+    see different batches, so equal weights on all ranks mean the updates were really synchronised.
+
+``python dist_workers.py update OUT PRESET LOSS_AGG [LOSS_AGG ...]``
+    One ``update_policy`` step (plain SGD, lr 1, no clipping) on the fixed batch of ``fixed_batch``,
+    each process taking its contiguous share; rank 0 saves the updated weights and the reported
+    gradient norm per aggregation to ``OUT``. With 1 process the same step runs as 2 micro-batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import torch
+
+from algorithms import TrainBatch
+from train.config import AlgorithmConfig, BuiltinModelConfig
+
+SAMPLES = 16  # rows of the fixed batch: 4 prompts x 4 samples
+MICRO_BATCH = 8  # 1 process: grad-accum 2; 2 processes: grad-accum 1
+PROMPT_LEN, RESPONSE_LEN = 6, 10
+MODEL = BuiltinModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=3)
+ALGO = AlgorithmConfig(samples_per_prompt=4, kl_coef=0.05)  # KL on, so its aggregation is checked too
+
+
+def tiny_model():
+    from train.base_model import build_model, build_tokenizer
+    from train.tasks.arithmetic import ALPHABET
+
+    return build_model(MODEL, build_tokenizer(ALPHABET))
+
+
+def fixed_batch(model: torch.nn.Module) -> TrainBatch:
+    """A rollout batch with ragged prompts and responses, the same in every process.
+
+    ``old_logprobs`` are ``model``'s own log-probs plus noise, so the PPO ratio moves off 1 and some
+    tokens clip; response lengths differ, so token- and sequence-level aggregations disagree.
+    """
+    from train.actor import response_logprobs
+
+    gen = torch.Generator().manual_seed(11)
+    vocab = model.config.vocab_size
+    prompt_lens = torch.randint(2, PROMPT_LEN + 1, (SAMPLES,), generator=gen)
+    response_lens = torch.randint(1, RESPONSE_LEN + 1, (SAMPLES,), generator=gen)
+    positions = torch.arange(PROMPT_LEN)
+    prompt_mask = (positions >= PROMPT_LEN - prompt_lens[:, None]).long()  # left-padded
+    response_mask = (torch.arange(RESPONSE_LEN) < response_lens[:, None]).long()  # right-padded
+    prompt_ids = torch.randint(4, vocab, (SAMPLES, PROMPT_LEN), generator=gen) * prompt_mask
+    response_ids = torch.randint(4, vocab, (SAMPLES, RESPONSE_LEN), generator=gen) * response_mask
+    with torch.no_grad():
+        current, _ = response_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mask, 1.0)
+    noise = 0.15 * torch.randn(SAMPLES, RESPONSE_LEN, generator=gen)
+    mask = response_mask.float()
+    advantages = torch.randn(SAMPLES, 1, generator=gen).expand(-1, RESPONSE_LEN) * mask
+    return TrainBatch(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=response_ids,
+        response_mask=response_mask,
+        sample_logprobs=current * mask,
+        group_ids=torch.arange(SAMPLES) // ALGO.samples_per_prompt,
+        texts=[""] * SAMPLES,
+        truncated=torch.zeros(SAMPLES, dtype=torch.bool),
+        rewards=torch.zeros(SAMPLES),
+        correct=torch.zeros(SAMPLES, dtype=torch.bool),
+        old_logprobs=(current + noise) * mask,
+        ref_logprobs=(current - noise.flip(0)) * mask,
+        advantages=advantages,
+        returns=advantages.clone(),
+    )
+
+
+def weights_of(accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Full copies of the parameters this process holds; a collective under ZeRO-3."""
+    import contextlib
+
+    params = dict(accelerator.unwrap_model(model).named_parameters())
+    gather = contextlib.nullcontext()
+    if any(hasattr(p, "ds_id") for p in params.values()):  # ZeRO-3 partitioned parameters
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters(list(params.values()))
+    with gather:
+        return {name: p.detach().cpu().clone() for name, p in params.items()}
+
+
+def train_and_dump(dump_dir: Path, overrides: list[str]) -> None:
+    import train.loop as loop
+    import train.main as entry
+
+    fingerprints: list[str] = []
+    real_update, real_train = loop.update_policy, entry.train
+
+    def recording_update(accelerator, model, optimizer, scheduler, batch, *args, **kwargs):
+        data = torch.cat([batch.prompt_ids.flatten(), batch.response_ids.flatten()]).numpy().tobytes()
+        fingerprints.append(hashlib.sha256(data).hexdigest())
+        return real_update(accelerator, model, optimizer, scheduler, batch, *args, **kwargs)
+
+    def train_then_dump(trainer, start_step=0):
+        real_train(trainer, start_step)
+        weights = weights_of(trainer.accelerator, trainer.model)
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        rank = trainer.accelerator.process_index
+        torch.save({"weights": weights, "batches": fingerprints}, dump_dir / f"rank{rank}.pt")
+
+    loop.update_policy = recording_update
+    entry.train = train_then_dump
+    sys.argv = [sys.argv[0], *overrides]
+    entry.main()
+
+
+def one_update(out: Path, preset: str, aggregations: list[str]) -> None:
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from train.actor import update_policy
+    from train.config import DeepSpeedConfig, RunConfig, TrainerConfig, check
+    from train.distributed import build_accelerator, keep_grad_norm, world_size_from_env
+
+    torch.set_num_threads(1)
+    preset_file = Path(__file__).resolve().parents[1] / "conf" / "deepspeed" / f"{preset}.yaml"
+    ds = OmegaConf.to_container(OmegaConf.load(preset_file))
+    cfg = RunConfig(
+        algorithm=ALGO,
+        deepspeed=DeepSpeedConfig(preset=ds["preset"], config=ds["config"]),
+        trainer=TrainerConfig(prompts_per_step=SAMPLES // ALGO.samples_per_prompt, micro_batch_size=MICRO_BATCH, max_grad_norm=0.0),
+    )
+    if preset != "none" and len(aggregations) > 1:
+        raise SystemExit("accelerate drives one DeepSpeed engine per Accelerator: one aggregation per launch")
+    plan = check(cfg, world_size_from_env())
+    accelerator = build_accelerator(cfg, plan)
+    results = {"grad_accum": plan.grad_accum, "world_size": plan.world_size}
+    for agg in aggregations:
+        model = tiny_model()
+        batch = fixed_batch(model)
+        rank, share = accelerator.process_index, plan.samples_per_process
+        local = batch.select(torch.arange(rank * share, (rank + 1) * share))
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        keep_grad_norm(accelerator, model)
+        metrics = update_policy(
+            accelerator, model, optimizer, scheduler, local, dataclasses.replace(ALGO, loss_agg=agg), plan,
+            temperature=1.0, max_grad_norm=0.0, max_len=RESPONSE_LEN, generator=torch.Generator().manual_seed(0),
+        )
+        results[agg] = {"weights": weights_of(accelerator, model), "grad_norm": metrics["actor/grad_norm"]}
+    if accelerator.is_main_process:
+        torch.save(results, out)
+    accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    mode, target, *rest = sys.argv[1:]
+    if mode == "train":
+        train_and_dump(Path(target), rest)
+    elif mode == "update":
+        one_update(Path(target), rest[0], rest[1:])
+    else:
+        raise SystemExit(f"unknown mode {mode!r}; use train or update")

@@ -1,0 +1,215 @@
+"""Two processes on CPUs over gloo: plain DDP and DeepSpeed ZeRO under accelerate.
+
+Each test launches real processes (``accelerate launch`` or ``torchrun``) running the programs in
+``tests/dist_workers.py`` or ``launch/cpu_2proc.sh``. About 2 minutes on 2 cores; the first
+DeepSpeed launch on a machine also builds a small CPU comm op (about a minute, cached). Run alone::
+
+    pytest -m distributed tests/test_distributed.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.dist_workers import ALGO, RESPONSE_LEN, fixed_batch, tiny_model
+from train.actor import LossNorm, micro_batch_loss
+
+pytestmark = pytest.mark.distributed
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER = REPO / "tests" / "dist_workers.py"
+TIMEOUT_S = 300  # per launch (each takes 10-30 s); a hung collective fails the test instead of the session
+STEPS = 2
+# A small base (built once per session, ~15 s) that answers ~30% of 2-digit sums: rewards vary
+# within groups, so advantages and gradients are non-zero from the first step.
+TINY_RUN = [
+    "model.builtin.hidden_size=64", "model.builtin.num_layers=2", "model.builtin.intermediate_size=128",
+    "model.builtin.sft_steps=300", "model.builtin.sft_traces=2000",
+    "task.slip_rate=0.05", "task.max_digits=2", "task.train_size=2000", "task.test_size=100",
+    f"trainer.total_steps={STEPS}", f"trainer.save_every={STEPS}", "trainer.prompts_per_step=4",
+    "trainer.micro_batch_size=8", "trainer.threads=1", "eval.after_train=false", "logger.wandb=false",
+]
+
+
+def _launch(cmd: list[str], cwd: Path, **extra_env: str) -> str:
+    """Run ``cmd`` in its own process group (killed whole on timeout); fail with its output."""
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", WANDB_MODE="disabled", **extra_env)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # this venv's accelerate, torchrun
+    proc = subprocess.Popen(
+        [str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"timed out after {TIMEOUT_S} s: {' '.join(map(str, cmd))}\n{out[-4000:]}")
+    if proc.returncode != 0:
+        pytest.fail(f"exit {proc.returncode}: {' '.join(map(str, cmd))}\n{out[-4000:]}")
+    return out
+
+
+def _accelerate(*args: object) -> list[object]:
+    return ["accelerate", "launch", "--multi_gpu", "--num_processes", 2, "--num_machines", 1,
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", 0, *args]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("distributed")
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    """mode ("none", "zero2", ...) -> folder of a 2-process run of the worker; each run launched once."""
+    done: dict[str, Path] = {}
+
+    def get(mode: str) -> Path:
+        if mode not in done:
+            folder = workdir / mode
+            # DeepSpeed runs get what `accelerate launch --cpu` exports, which makes accelerate drop
+            # DeepSpeed silently; train/distributed.py must undo it (checked by the state's layout).
+            cpu_flag = {} if mode == "none" else {"ACCELERATE_USE_CPU": "true"}
+            _launch(_accelerate(WORKER, "train", folder / "dump", f"run_dir={folder / 'run'}", f"deepspeed={mode}",
+                                f"model.cache_dir={workdir / 'cache'}", *TINY_RUN), cwd=workdir, **cpu_flag)
+            done[mode] = folder
+        return done[mode]
+
+    return get
+
+
+def _base_weights(workdir: Path) -> dict[str, torch.Tensor]:
+    (weights,) = (workdir / "cache").glob("builtin-*/model.safetensors")  # the one base all runs share
+    return load_file(weights)
+
+
+def _final_checkpoint(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / f"step_{STEPS:06d}"
+
+
+def _deepspeed_files(checkpoint: Path) -> tuple[bool, int]:
+    """(DeepSpeed engine state present, ZeRO optimizer shards) in a checkpoint's training state."""
+    state = checkpoint / "train_state"
+    engine = any(state.rglob("*mp_rank_00_model_states.pt"))  # accelerate alone writes model.safetensors
+    return engine, len(list(state.rglob("zero_pp_rank_*_optim_states.pt")))
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+@pytest.mark.parametrize("mode", ["none", "zero0", "zero2"])
+def test_both_ranks_hold_the_same_trained_weights(trained, workdir, mode):
+    folder = trained(mode)
+    rank0, rank1 = (torch.load(folder / "dump" / f"rank{r}.pt") for r in (0, 1))
+    # The control: the ranks trained on different rollouts at every step, so only synchronised
+    # gradients (DDP and ZeRO-0 all-reduce, ZeRO-2 reduce-scatter + all-gather) can make them equal.
+    assert len(rank0["batches"]) == len(rank1["batches"]) == STEPS
+    assert all(a != b for a, b in zip(rank0["batches"], rank1["batches"]))
+    w0, w1 = rank0["weights"], rank1["weights"]
+    assert w0.keys() == w1.keys() and len(w0) > 10
+    unequal = [name for name in w0 if not torch.equal(w0[name], w1[name])]
+    assert not unequal, f"ranks diverged in {unequal}"
+    base = _base_weights(workdir)
+    assert _max_abs_diff(w0, base) > 1e-5  # training moved the weights
+    checkpoint = _final_checkpoint(folder / "run")
+    saved = load_file(checkpoint / "model.safetensors")
+    assert _max_abs_diff(w0, saved) == 0.0  # the HF checkpoint holds exactly what the ranks hold
+    # DeepSpeed really ran (not DDP in its place), and from ZeRO-1 on every rank saved its shard.
+    assert _deepspeed_files(checkpoint) == {"none": (False, 0), "zero0": (True, 0), "zero2": (True, 2)}[mode]
+    norms = [m["actor/grad_norm"] for m in _metrics(folder / "run")]
+    assert len(norms) == STEPS and all(math.isfinite(n) and n > 0 for n in norms)
+
+
+@pytest.mark.parametrize("mode", ["zero0", "zero2"])
+def test_deepspeed_trains_like_ddp(trained, mode):
+    """Same seeds, same rollouts: DeepSpeed ends where DDP does and logs the same gradient norms."""
+    ddp = torch.load(trained("none") / "dump" / "rank0.pt")
+    other = torch.load(trained(mode) / "dump" / "rank0.pt")
+    assert ddp["batches"] == other["batches"]
+    assert _max_abs_diff(ddp["weights"], other["weights"]) < 1e-5
+    ddp_norms = [m["actor/grad_norm"] for m in _metrics(trained("none") / "run")]
+    norms = [m["actor/grad_norm"] for m in _metrics(trained(mode) / "run")]
+    assert norms == pytest.approx(ddp_norms, rel=1e-4)
+
+
+def test_zero3_checkpoint_is_a_full_hf_model(trained, workdir):
+    """ZeRO-3 shards every parameter over the ranks; the saved HF folder must hold them whole."""
+    from transformers import AutoModelForCausalLM
+
+    run_dir = workdir / "zero3_run"
+    _launch([REPO / "launch" / "cpu_2proc.sh", "deepspeed=zero3", f"run_dir={run_dir}",
+             f"model.cache_dir={workdir / 'cache'}", *TINY_RUN], cwd=workdir)
+    checkpoint = _final_checkpoint(run_dir)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    base = _base_weights(workdir)
+    loaded = {name: p.detach() for name, p in model.named_parameters()}
+    assert loaded.keys() == base.keys()
+    for name, tensor in base.items():
+        assert loaded[name].shape == tensor.shape and tensor.numel() > 0, name
+    assert all(torch.isfinite(p).all() for p in loaded.values())
+    assert _max_abs_diff(loaded, base) > 1e-5
+    # The gathered values are the trained ones: a DDP run of the same config ends at the same weights.
+    ddp = torch.load(trained("none") / "dump" / "rank0.pt")["weights"]
+    assert _max_abs_diff(loaded, ddp) < 1e-5
+    assert _deepspeed_files(checkpoint) == (True, 2)  # both ranks wrote their optimizer shard
+
+
+AGGREGATIONS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
+
+
+def _expected_step(agg: str) -> tuple[dict[str, torch.Tensor], float]:
+    """The SGD (lr 1) step on the whole batch at once, no accelerate: (weight change, grad norm)."""
+    model = tiny_model()
+    batch = fixed_batch(model)
+    norm = LossNorm(num_tokens=float(batch.response_mask.sum()), num_seqs=float(len(batch)), max_len=RESPONSE_LEN)
+    loss, _ = micro_batch_loss(model, batch, dataclasses.replace(ALGO, loss_agg=agg), 1.0, norm)
+    loss.backward()
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
+    grad_norm = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads.values()])))
+    return {name: -g for name, g in grads.items()}, grad_norm
+
+
+@pytest.mark.parametrize("preset, aggregations", [("none", AGGREGATIONS), ("zero2", ["seq-mean-token-mean"])])
+def test_one_step_is_the_same_for_1x2_and_2x1(workdir, preset, aggregations):
+    """1 process x grad-accum 2 == 2 processes x grad-accum 1 == the whole batch in one backward.
+
+    This is the loss scaling of ``update_policy``: accelerate / DeepSpeed divide each backward by
+    grad-accum and average over processes, and the mini-batch normalisers are global counts.
+    """
+    steps = {}
+    for processes in (1, 2):
+        out = workdir / f"update_{preset}_{processes}.pt"
+        _launch(["torchrun", "--standalone", "--nproc_per_node", processes, WORKER, "update", out, preset,
+                 *aggregations], cwd=workdir)
+        steps[processes] = torch.load(out)
+    assert (steps[1]["world_size"], steps[1]["grad_accum"]) == (1, 2)
+    assert (steps[2]["world_size"], steps[2]["grad_accum"]) == (2, 1)
+    start = {name: p.detach() for name, p in tiny_model().named_parameters()}
+    for agg in aggregations:
+        expected, expected_norm = _expected_step(agg)
+        assert expected_norm > 0.1  # a factor-2 scaling error would be far outside the tolerances below
+        for processes in (1, 2):
+            got = steps[processes][agg]
+            change = {name: got["weights"][name] - start[name] for name in start}
+            for name in start:
+                torch.testing.assert_close(change[name], expected[name], rtol=1e-4, atol=1e-6,
+                                           msg=lambda m: f"{agg}, {processes} process(es), {name}: {m}")
+            assert got["grad_norm"] == pytest.approx(expected_norm, rel=1e-5)
