@@ -11,8 +11,9 @@ from algorithms.advantages import (
     compute_advantages,
 )
 from algorithms.batch import Rollouts, ScoredRollouts, TrainBatch
+from algorithms.filters import informative_groups, overlong_penalty
 from algorithms.kl import KL_ESTIMATORS, kl_penalty
-from algorithms.losses import entropy_from_logits, policy_loss
+from algorithms.losses import entropy_from_logits, policy_loss, value_loss
 from algorithms.masked import AGGREGATIONS, aggregate_loss, masked_mean, masked_whiten
 from algorithms.registry import Registry
 
@@ -30,8 +31,11 @@ __all__ = [
     "aggregate_loss",
     "compute_advantages",
     "entropy_from_logits",
+    "informative_groups",
     "kl_penalty",
+    "overlong_penalty",
     "masked_mean",
     "masked_whiten",
     "policy_loss",
+    "value_loss",
 ]

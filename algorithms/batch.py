@@ -26,6 +26,19 @@ class Rollouts:
     def __len__(self) -> int:
         return self.response_ids.shape[0]
 
+    def select(self, index: torch.Tensor):
+        """Rows ``index`` of every per-sample field, as the same stage type (a mini-batch, kept groups)."""
+        picked = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                picked[f.name] = value[index]
+            elif isinstance(value, list):
+                picked[f.name] = [value[i] for i in index.tolist()]
+            else:
+                picked[f.name] = value
+        return type(self)(**picked)
+
 
 @dataclass
 class ScoredRollouts(Rollouts):
@@ -43,6 +56,7 @@ class TrainBatch(ScoredRollouts):
     ref_logprobs: torch.Tensor | None  # (B, T) log pi_ref, None when no reference is used
     advantages: torch.Tensor  # (B, T)
     returns: torch.Tensor  # (B, T)
+    old_values: torch.Tensor | None = None  # (B, T) critic's V(s_t) before the update, PPO only
 
     @classmethod
     def of(  # type: ignore[override]
@@ -53,6 +67,7 @@ class TrainBatch(ScoredRollouts):
         ref_logprobs: torch.Tensor | None,
         advantages: torch.Tensor,
         returns: torch.Tensor,
+        old_values: torch.Tensor | None = None,
     ) -> "TrainBatch":
         return cls(
             **_fields_of(scored),
@@ -60,20 +75,30 @@ class TrainBatch(ScoredRollouts):
             ref_logprobs=ref_logprobs,
             advantages=advantages,
             returns=returns,
+            old_values=old_values,
         )
 
-    def select(self, index: torch.Tensor) -> "TrainBatch":
-        """Rows ``index`` of every per-sample field (a mini- or micro-batch)."""
-        picked = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                picked[f.name] = value[index]
-            elif isinstance(value, list):
-                picked[f.name] = [value[i] for i in index.tolist()]
-            else:
-                picked[f.name] = value
-        return TrainBatch(**picked)
+
+def concat_rollouts(parts: list[ScoredRollouts], pad_id: int) -> ScoredRollouts:
+    """One batch from several (e.g. generation rounds): prompts re-padded on the left, responses
+    on the right, group ids offset so groups stay distinct."""
+    width_p = max(p.prompt_ids.shape[1] for p in parts)
+    width_r = max(p.response_ids.shape[1] for p in parts)
+    left = lambda t, v: torch.nn.functional.pad(t, (width_p - t.shape[1], 0), value=v)  # noqa: E731
+    right = lambda t, v: torch.nn.functional.pad(t, (0, width_r - t.shape[1]), value=v)  # noqa: E731
+    offsets = torch.tensor([0] + [int(p.group_ids.max()) + 1 for p in parts[:-1]]).cumsum(0)
+    return ScoredRollouts(
+        prompt_ids=torch.cat([left(p.prompt_ids, pad_id) for p in parts]),
+        prompt_mask=torch.cat([left(p.prompt_mask, 0) for p in parts]),
+        response_ids=torch.cat([right(p.response_ids, pad_id) for p in parts]),
+        response_mask=torch.cat([right(p.response_mask, 0) for p in parts]),
+        sample_logprobs=torch.cat([right(p.sample_logprobs, 0.0) for p in parts]),
+        group_ids=torch.cat([p.group_ids + int(o) for p, o in zip(parts, offsets)]),
+        texts=[text for p in parts for text in p.texts],
+        truncated=torch.cat([p.truncated for p in parts]),
+        rewards=torch.cat([p.rewards for p in parts]),
+        correct=torch.cat([p.correct for p in parts]),
+    )
 
 
 def _fields_of(obj: object) -> dict:

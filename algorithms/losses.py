@@ -62,3 +62,32 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Per-token entropy of softmax(logits): (B, T, V) -> (B, T)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(-1)
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    clip: Optional[float] = 0.2,
+    agg: str = "token-mean",
+    num_tokens: Optional[float] = None,
+    num_seqs: Optional[float] = None,
+    max_len: Optional[int] = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped value loss for the PPO critic (arXiv 1707.06347 as in OpenAI baselines ppo2), all (B, T).
+
+    L_t = 0.5 max((V_t - R_t)^2, (clip(V_t, V_old - clip, V_old + clip) - R_t)^2); ``clip=None``
+    uses the unclipped term only. verl's ``compute_value_loss`` with the same aggregation.
+    Metric ``vf_clipfrac``: tokens where the clipped term is the larger.
+    """
+    unclipped = (values - returns).square()
+    if clip is None:
+        loss_mat, clipped = unclipped, unclipped
+    else:
+        clipped = (old_values + (values - old_values).clamp(-clip, clip) - returns).square()
+        loss_mat = torch.maximum(unclipped, clipped)
+    mask = response_mask.to(loss_mat.dtype)
+    loss = 0.5 * aggregate_loss(loss_mat, mask, agg, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
+    return loss, {"vf_clipfrac": masked_mean((clipped > unclipped).float(), mask).detach()}

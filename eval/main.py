@@ -1,5 +1,8 @@
 """``rlvr-eval run_dir=<run>``: pass@k of the base model and every checkpoint, ΔSE, plots.
 
+Pointed at a multirun folder (``rlvr-train -m algorithm=ppo,grpo,...``), it sweeps every run in
+it and adds the cross-algorithm table (``comparison.json``) and plot (``comparison.png``).
+
 The run's resolved config (``run.json``, written by ``rlvr-train``) says which task, base model and
 evaluation settings to use; ``key=value`` overrides on the command line apply on top of it.
 """
@@ -13,9 +16,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from eval.compare import compare, print_comparison, write_comparison
+from eval.plot import plot_comparison
 from eval.sweep import eval_problems, records_path, report, sweep, targets_of
 from train.config import RunConfig, register_configs
-from train.tracking import STEP_KEY, Tracker, read_run_info
+from train.tracking import RUN_INFO, Tracker, read_run_info
 
 register_configs()
 
@@ -60,11 +65,39 @@ def run_config_with_overrides(run_dir: Path, overrides: list[str]) -> RunConfig:
     return OmegaConf.to_object(OmegaConf.merge(saved, OmegaConf.from_dotlist(extra)))
 
 
+def runs_in(folder: Path) -> list[Path]:
+    """``folder`` itself if it is a run, else the runs directly inside it (a Hydra multirun)."""
+    if (folder / RUN_INFO).exists():
+        return [folder]
+    runs = sorted(path.parent for path in folder.glob(f"*/{RUN_INFO}"))
+    if not runs:
+        raise FileNotFoundError(f"{folder} holds no run written by rlvr-train (no {RUN_INFO} in it or its subfolders)")
+    return runs
+
+
+def compare_runs(folder: Path, runs: list[Path], overrides: list[str]) -> dict:
+    """Sweep every run (resuming finished sweeps costs nothing), then the cross-algorithm table and plot."""
+    summaries = {}
+    for run in runs:
+        cfg = run_config_with_overrides(run, overrides)
+        name = cfg.algorithm.name if cfg.algorithm.name not in summaries else run.name
+        summaries[name] = sweep_and_report(run, cfg)
+    comparison = compare(summaries)
+    write_comparison(comparison, folder / "comparison.json")
+    print_comparison(comparison)
+    plot_comparison(comparison, folder / "comparison.png")
+    return comparison
+
+
 @hydra.main(version_base=None, config_path="../conf", config_name="eval_app")
 def _hydra_main(raw: DictConfig) -> None:
-    run_dir = Path(raw.run_dir)
-    cfg = run_config_with_overrides(run_dir, list(HydraConfig.get().overrides.task))
-    sweep_and_report(run_dir, cfg)
+    folder = Path(raw.run_dir)
+    overrides = list(HydraConfig.get().overrides.task)
+    runs = runs_in(folder)
+    if runs == [folder]:
+        sweep_and_report(folder, run_config_with_overrides(folder, overrides))
+    else:
+        compare_runs(folder, runs, overrides)
 
 
 def main() -> None:

@@ -128,3 +128,24 @@ def _save(fig: Figure, out_png: str | Path) -> Path:
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png)
     return out_png
+
+
+def plot_comparison(comparison: dict, out_png: str | Path) -> Path:
+    """pass@k curves of each algorithm's final checkpoint against the shared base (log2 k axis)."""
+    fig, ax = _figure()
+    base = comparison["base"]["pass_at_k"]
+    ks = sorted(base)
+    colours = matplotlib.colormaps["tab10"]
+    for i, row in enumerate(comparison["runs"]):
+        ax.plot(ks, _percent(row["pass_at_k"], ks), color=colours(i % 10), marker="o", markersize=3,
+                linewidth=1.6, label=f"{row['name']} (step {row['step']})")
+    ax.plot(ks, _percent(base, ks), color="black", linestyle="--", linewidth=2.6, label="base")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(ks))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda k, _: f"{int(k)}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("k (samples per problem drawn)")
+    ax.set_ylabel("pass@k")
+    ax.set_title(f"pass@k by algorithm  ({comparison['num_problems']} problems, n = {comparison['n']})")
+    ax.legend(title="model", fontsize=8, loc="lower right")
+    return _save(fig, out_png)

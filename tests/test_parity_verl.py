@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms import AdvantageInputs, compute_advantages, kl_penalty, policy_loss
+from algorithms import AdvantageInputs, compute_advantages, kl_penalty, policy_loss, value_loss
 from algorithms.advantages import discounted_returns
 
 if os.environ.get("CI"):
@@ -298,3 +298,25 @@ def test_kl_penalty(ours, theirs):
     verl = loss_and_grad(lambda lp: (core_algos.kl_penalty(lp, ref, theirs).sum(), None), logprobs)
     torch.testing.assert_close(kl_penalty(logprobs, ref, ours), core_algos.kl_penalty(logprobs, ref, theirs))
     torch.testing.assert_close(mine[1], verl[1])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("agg", AGGS)
+def test_value_loss(agg, seed):
+    """The critic's clipped value loss and its clip fraction, ours vs verl's ``compute_value_loss``."""
+    _, old_values, returns, mask = loss_batch(seed)
+    values = old_values + torch.randn(old_values.shape, generator=torch.Generator().manual_seed(seed)) * 0.8
+    counts = dict(num_tokens=float(mask.sum()), num_seqs=float(mask.shape[0]), max_len=mask.shape[1])
+    verl_counts = dict(dp_size=1, batch_num_tokens=mask.sum(), global_batch_size=mask.shape[0],
+                       loss_scale_factor=mask.shape[1])
+    ours = loss_and_grad(lambda v: value_loss(v, old_values, returns, mask, clip=0.5, agg=agg, **counts), values)
+    theirs = loss_and_grad(
+        lambda v: (lambda out: (out[0], {"vf_clipfrac": out[1]}))(
+            core_algos.compute_value_loss(v, returns, old_values, mask, 0.5, loss_agg_mode=agg, **verl_counts)
+        ),
+        values,
+    )
+    torch.testing.assert_close(ours[0], theirs[0])
+    torch.testing.assert_close(ours[1], theirs[1])
+    assert ours[2]["vf_clipfrac"].item() == pytest.approx(float(theirs[2]["vf_clipfrac"]), abs=1e-6)
+    assert ours[2]["vf_clipfrac"] > 0  # the batch really exercises the clip

@@ -10,12 +10,19 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
-from algorithms import TrainBatch, kl_penalty, masked_mean, policy_loss
+from algorithms import TrainBatch, kl_penalty, masked_mean, policy_loss, value_loss
 from algorithms.masked import aggregate_loss
 from train.config import AlgorithmConfig, BatchPlan
 
 
-def response_logprobs(
+@dataclass
+class ResponseForward:
+    logprobs: torch.Tensor  # (B, T) log pi(token | prefix) at the sampling temperature
+    entropy: Optional[torch.Tensor]  # (B, T) policy entropy, on request
+    values: Optional[torch.Tensor]  # (B, T) critic's V before each response token (PPO only)
+
+
+def response_forward(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,  # (B, P) left-padded
     prompt_mask: torch.Tensor,  # (B, P)
@@ -24,33 +31,53 @@ def response_logprobs(
     temperature: float,
     with_entropy: bool = False,
     entropy_grad: bool = False,
-) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """log softmax(logits / temperature) of each response token, (B, T); entropy (B, T) on request,
-    differentiable when ``entropy_grad`` (an entropy bonus), else detached (a metric).
+) -> ResponseForward:
+    """log softmax(logits / temperature) of each response token; entropy on request, differentiable
+    when ``entropy_grad`` (an entropy bonus), else detached (a metric); critic values when the
+    model has a critic.
 
     Positions are counted from each row's first real token, as ``generate`` does with left padding,
-    so the log-probs match the sampler's.
+    so the log-probs match the sampler's. Position t of the response is predicted from the prefix
+    before it, and so is its value (verl's and TRL's convention).
     """
     device = next(model.parameters()).device
     input_ids = torch.cat([prompt_ids, response_ids], dim=1).to(device)
     attention_mask = torch.cat([prompt_mask, response_mask], dim=1).to(device)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
-    logits = logits[:, prompt_ids.shape[1] - 1 : -1].float() / temperature  # (B, T, V): predicts each response token
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    predicting = slice(prompt_ids.shape[1] - 1, -1)  # positions whose next token is a response token
+    logits = out.logits[:, predicting].float() / temperature  # (B, T, V)
     logprobs = selective_log_softmax(logits, response_ids.to(device))
     entropy = entropy_from_logits(logits if entropy_grad else logits.detach()) if with_entropy else None
-    return logprobs, entropy
+    values = getattr(out, "critic_values", None)
+    return ResponseForward(logprobs, entropy, values[:, predicting].float() if values is not None else None)
+
+
+def response_logprobs(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+    temperature: float,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(log-probs (B, T), entropy (B, T) or None) of ``response_forward``."""
+    out = response_forward(model, prompt_ids, prompt_mask, response_ids, response_mask, temperature, with_entropy)
+    return out.logprobs, out.entropy
 
 
 @torch.no_grad()
-def batched_logprobs(model: torch.nn.Module, rollouts, temperature: float, micro_batch_size: int) -> torch.Tensor:
-    """``response_logprobs`` in micro-batches without gradients, (B, T) on CPU."""
+def batched_forward(
+    model: torch.nn.Module, rollouts, temperature: float, micro_batch_size: int
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Log-probs (B, T) and critic values (B, T) or None, in micro-batches without gradients, on CPU."""
     was_training = model.training
     model.eval()
-    out = []
+    logprobs, values = [], []
     for start in range(0, len(rollouts), micro_batch_size):
         rows = slice(start, start + micro_batch_size)
-        logprobs, _ = response_logprobs(
+        out = response_forward(
             model,
             rollouts.prompt_ids[rows],
             rollouts.prompt_mask[rows],
@@ -58,9 +85,11 @@ def batched_logprobs(model: torch.nn.Module, rollouts, temperature: float, micro
             rollouts.response_mask[rows],
             temperature,
         )
-        out.append(logprobs.cpu())
+        logprobs.append(out.logprobs.cpu())
+        values.append(out.values.cpu() if out.values is not None else None)
     model.train(was_training)
-    return torch.cat(out) * rollouts.response_mask
+    mask = rollouts.response_mask
+    return torch.cat(logprobs) * mask, (torch.cat(values) * mask if values[0] is not None else None)
 
 
 @dataclass(frozen=True)
@@ -78,13 +107,17 @@ def micro_batch_loss(
     algo: AlgorithmConfig,
     temperature: float,
     norm: LossNorm,
+    train_actor: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO-clip loss (+ KL, - entropy) of one micro-batch, normalised by the whole mini-batch."""
+    """PPO-clip loss (+ KL, - entropy, + value loss) of one micro-batch, normalised by the whole
+    mini-batch. ``train_actor=False`` zeroes the actor's terms (critic warm-up) but keeps them in the
+    graph, so data-parallel gradient sync sees every parameter."""
     mask = batch.response_mask.float()
-    logprobs, entropy = response_logprobs(
+    out = response_forward(
         model, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, temperature,
         with_entropy=True, entropy_grad=algo.entropy_coef > 0,
     )
+    logprobs, entropy = out.logprobs, out.entropy
     device = logprobs.device
     mask = mask.to(device)
     agg = dict(num_tokens=norm.num_tokens, num_seqs=norm.num_seqs, max_len=norm.max_len)
@@ -109,6 +142,15 @@ def micro_batch_loss(
     if algo.entropy_coef > 0:
         loss = loss - algo.entropy_coef * entropy_loss
     metrics["entropy"] = masked_mean(entropy, mask).detach()
+    if not train_actor:
+        loss = loss * 0.0
+    if out.values is not None:
+        vf_loss, vf_metrics = value_loss(
+            out.values, batch.old_values.to(device), batch.returns.to(device), mask,
+            clip=algo.critic.value_clip, agg=algo.loss_agg, **agg,
+        )
+        loss = loss + algo.critic.vf_coef * vf_loss
+        metrics.update({"critic/vf_loss": vf_loss.detach(), **{f"critic/{k}": v for k, v in vf_metrics.items()}})
     return loss, metrics
 
 
@@ -124,6 +166,7 @@ def update_policy(
     max_grad_norm: float,
     max_len: int,
     generator: torch.Generator,
+    train_actor: bool = True,
 ) -> dict[str, float]:
     """``algo.ppo_epochs`` passes over this process's share of the rollout batch.
 
@@ -145,7 +188,9 @@ def update_policy(
             norm = _global_norm(accelerator, mini, max_len)
             for m in range(0, size, micro):
                 with accelerator.accumulate(model):
-                    loss, metrics = micro_batch_loss(model, mini.select(torch.arange(m, m + micro)), algo, temperature, norm)
+                    loss, metrics = micro_batch_loss(
+                        model, mini.select(torch.arange(m, m + micro)), algo, temperature, norm, train_actor
+                    )
                     accelerator.backward(loss * undo_scaling)
                     if accelerator.sync_gradients:
                         grad_norms.append(_clip(accelerator, model, max_grad_norm))
@@ -156,7 +201,7 @@ def update_policy(
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + float(value)
                 count += 1
-    out = {f"actor/{k}": v / count for k, v in sums.items()}
+    out = {(k if "/" in k else f"actor/{k}"): v / count for k, v in sums.items()}
     out["actor/grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     out["actor/lr"] = scheduler.get_last_lr()[0]
     return out

@@ -2,6 +2,7 @@
 
 Layout of ``<run_dir>/checkpoints/step_000050/``:
   config.json, model.safetensors, tokenizer files  -> loads with transformers and vLLM as is
+  critic/                                         -> PPO's value model (AutoModelForTokenClassification)
   rlvr_checkpoint.json                            -> step, metrics, run config; written last
   train_state/                                    -> accelerate/DeepSpeed state: optimizer, RNG, ...
 
@@ -20,6 +21,8 @@ from typing import Any, Optional
 
 from accelerate import Accelerator
 from transformers import PreTrainedTokenizerBase
+
+from train.critic import policy_of, split_state_dict
 
 META = "rlvr_checkpoint.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -73,7 +76,11 @@ def save_checkpoint(
     state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3
     accelerator.save_state(str(tmp / "train_state"))  # model, optimizer, RNG; every rank writes its part
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        module = accelerator.unwrap_model(model)
+        parts = split_state_dict(state_dict, module)
+        policy_of(module).save_pretrained(tmp, state_dict=parts["policy"], safe_serialization=True)
+        if "critic" in parts:
+            module.critic.save_pretrained(tmp / "critic", state_dict=parts["critic"], safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         _write_json(tmp / META, {"step": step, **meta})
     accelerator.wait_for_everyone()

@@ -19,6 +19,16 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class CriticConfig:
+    enabled: bool = False  # train a value model alongside the actor (PPO with GAE)
+    name_or_path: Optional[str] = None  # value model backbone; None = a copy of the base model
+    lr: float = 5e-4  # critic learning rate (its own optimizer parameter group)
+    value_clip: Optional[float] = 0.5  # clip of V around V_old in the value loss; None = unclipped
+    vf_coef: float = 1.0  # weight of the value loss in the joint loss
+    warmup_steps: int = 0  # first RL steps that train the critic only (actor frozen)
+
+
+@dataclass
 class AlgorithmConfig:
     name: str = "grpo"  # label used in run names, logs and comparison tables
     advantage: str = "grpo"  # advantage estimator (algorithms.ESTIMATORS)
@@ -32,6 +42,16 @@ class AlgorithmConfig:
     kl_estimator: str = "k3"  # KL estimator for the loss term (algorithms.KL_ESTIMATORS)
     entropy_coef: float = 0.0  # entropy bonus: keeps exploration up at the cost of sharpness
     ppo_epochs: int = 1  # passes over each rollout batch: reuses samples, drifts off-policy
+    gamma: float = 1.0  # discount for return-based estimators (gae, reinforce_pp, remax)
+    lam: float = 1.0  # GAE lambda: lower trusts the critic more (less variance, more bias)
+    reward_kl_coef: float = 0.0  # KL(pi_old || pi_ref) per token folded into the reward (REINFORCE++)
+    reward_kl_estimator: str = "k1"  # KL estimator for the reward penalty (algorithms.KL_ESTIMATORS)
+    greedy_baseline: bool = False  # one greedy rollout per prompt, its reward the baseline (ReMax)
+    dynamic_sampling: bool = False  # drop groups whose rewards are all equal, refill the batch (DAPO)
+    max_sampling_rounds: int = 3  # generation rounds per step at most when dynamic_sampling fills the batch
+    overlong_buffer: int = 0  # soft length penalty over the last N tokens before the cap (DAPO); 0 = off
+    overlong_penalty: float = 1.0  # penalty at the length cap when overlong_buffer > 0
+    critic: CriticConfig = field(default_factory=CriticConfig)  # PPO's value model
 
 
 @dataclass
@@ -170,6 +190,16 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
 
     if cfg.task.reward not in REWARDS:
         raise ConfigError(f"task.reward={cfg.task.reward!r} is unknown; choose one of: {', '.join(REWARDS.names())}")
+    if algo.advantage == "gae" and not algo.critic.enabled:
+        raise ConfigError("algorithm.advantage=gae needs a critic: set algorithm.critic.enabled=true (or use algorithm=ppo)")
+    if algo.advantage == "remax" and not algo.greedy_baseline:
+        raise ConfigError("algorithm.advantage=remax needs greedy baselines: set algorithm.greedy_baseline=true (or use algorithm=remax)")
+    if algo.reward_kl_estimator not in KL_ESTIMATORS:
+        raise ConfigError(f"algorithm.reward_kl_estimator={algo.reward_kl_estimator!r} is unknown; choose one of: {', '.join(KL_ESTIMATORS.names())}")
+    if algo.dynamic_sampling and algo.max_sampling_rounds < 1:
+        raise ConfigError(f"algorithm.max_sampling_rounds={algo.max_sampling_rounds} must be >= 1")
+    if not 0 <= algo.overlong_buffer <= cfg.rollout.max_new_tokens:
+        raise ConfigError(f"algorithm.overlong_buffer={algo.overlong_buffer} must be between 0 and rollout.max_new_tokens={cfg.rollout.max_new_tokens}")
     if algo.clip_c is not None and algo.clip_c <= 1.0:
         raise ConfigError(f"algorithm.clip_c={algo.clip_c} must be > 1 (dual-clip bound), or null to turn it off")
     if algo.samples_per_prompt < 1 or trainer.prompts_per_step < 1:

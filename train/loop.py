@@ -1,8 +1,7 @@
-"""The one training loop: rollout -> reward -> advantages -> update -> log -> checkpoint."""
+"""The one training loop: rollout -> reward -> filter -> advantages -> update -> log -> checkpoint."""
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +12,12 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from algorithms import AdvantageInputs, Rollouts, ScoredRollouts, TrainBatch, compute_advantages
-from train.actor import batched_logprobs, update_policy
+from algorithms import AdvantageInputs, ScoredRollouts, TrainBatch, compute_advantages, kl_penalty
+from train.actor import batched_forward, update_policy
 from train.checkpoint import save_checkpoint
 from train.config import BatchPlan, RunConfig
-from train.rollout.base import RolloutEngine, SamplingParams
+from train.rollout.base import RolloutEngine
+from train.sampling import collect, greedy_baseline, mix
 from train.tasks import Problem
 from train.tracking import Tracker
 
@@ -39,7 +39,7 @@ class Trainer:
     tracker: Tracker
     run_dir: Path
     run_config: dict[str, Any]  # the resolved config, stored with every checkpoint
-    ref_model: Optional[torch.nn.Module] = None  # frozen reference, only when algorithm.kl_coef > 0
+    ref_model: Optional[torch.nn.Module] = None  # frozen reference, only when a KL term is configured
 
 
 def train(t: Trainer, start_step: int = 0) -> None:
@@ -48,19 +48,21 @@ def train(t: Trainer, start_step: int = 0) -> None:
                initial=start_step, total=cfg.trainer.total_steps, disable=not acc.is_main_process)
     for step in bar:
         t0 = time.perf_counter()
-        prompts = prompts_for_step(t.problems, step, cfg, t.plan, acc.process_index)
         t.engine.sync_weights(t.model)
-        rollouts = t.engine.generate([p.prompt for p in prompts], rollout_params(cfg, step, acc.process_index))
+        got = collect(t.engine, acc, t.problems, t.reward_fn, cfg, t.plan, step, t.tokenizer.pad_token_id)
         t1 = time.perf_counter()
-        scored = score(rollouts, prompts, t.reward_fn)
+        baseline = None
+        if cfg.algorithm.greedy_baseline:
+            baseline = greedy_baseline(t.engine, got.prompts, t.reward_fn, cfg, got.scored.group_ids)
         t2 = time.perf_counter()
-        batch = make_train_batch(t, scored)
+        batch = make_train_batch(t, got.scored, baseline)
         update = update_policy(
             acc, t.model, t.optimizer, t.scheduler, batch, cfg.algorithm, t.plan, cfg.rollout.temperature,
             cfg.trainer.max_grad_norm, cfg.rollout.max_new_tokens, step_generator(cfg.seed, step),
+            train_actor=step >= cfg.algorithm.critic.warmup_steps,
         )
         t3 = time.perf_counter()
-        metrics = {**rollout_metrics(acc, batch), **update, **timing(acc, batch, t0, t1, t2, t3)}
+        metrics = {**rollout_metrics(acc, batch), **got.stats, **update, **timing(acc, batch, t0, t1, t2, t3)}
         done = step + 1
         if done % cfg.logger.log_every == 0 or done == cfg.trainer.total_steps:
             t.tracker.log(metrics, step=done)
@@ -69,58 +71,29 @@ def train(t: Trainer, start_step: int = 0) -> None:
             save_checkpoint(acc, t.run_dir, done, t.model, t.tokenizer, {"metrics": metrics, "config": t.run_config})
 
 
-def prompts_for_step(problems: Sequence[Problem], step: int, cfg: RunConfig, plan: BatchPlan, rank: int) -> list[Problem]:
-    """This process's prompts for ``step``: a seeded shuffle per epoch, so any step can be resumed."""
-    first = step * cfg.trainer.prompts_per_step + rank * plan.prompts_per_process
-    picked = []
-    for i in range(first, first + plan.prompts_per_process):
-        epoch, pos = divmod(i, len(problems))
-        picked.append(problems[_epoch_order(cfg.seed, epoch, len(problems))[pos]])
-    return picked
-
-
-@functools.lru_cache(maxsize=2)
-def _epoch_order(seed: int, epoch: int, size: int) -> list[int]:
-    return torch.randperm(size, generator=torch.Generator().manual_seed(_mix(seed, epoch))).tolist()
-
-
-def rollout_params(cfg: RunConfig, step: int, rank: int) -> SamplingParams:
-    r = cfg.rollout
-    return SamplingParams(
-        n=cfg.algorithm.samples_per_prompt, temperature=r.temperature, top_p=r.top_p,
-        max_new_tokens=r.max_new_tokens, seed=_mix(cfg.seed, step, rank),
-    )
-
-
 def step_generator(seed: int, step: int) -> torch.Generator:
     """Mini-batch shuffling for ``step``; the same on every process (they shuffle their own shards)."""
-    return torch.Generator().manual_seed(_mix(seed, step, 1 << 20))
+    return torch.Generator().manual_seed(mix(seed, step, 1 << 20))
 
 
-def score(rollouts: Rollouts, prompts: Sequence[Problem], reward_fn) -> ScoredRollouts:
-    """Verifier rewards, TRL calling convention; a None (cannot judge) counts as 0."""
-    per_sample = [prompts[int(g)] for g in rollouts.group_ids]
-    rewards = reward_fn(
-        prompts=[p.prompt for p in per_sample], completions=rollouts.texts, answer=[p.answer for p in per_sample]
-    )
-    values = torch.tensor([0.0 if r is None else float(r) for r in rewards])
-    return ScoredRollouts.of(rollouts, rewards=values, correct=values >= 1.0)
-
-
-def make_train_batch(t: Trainer, scored: ScoredRollouts) -> TrainBatch:
-    cfg = t.cfg
-    micro = cfg.trainer.micro_batch_size
-    old = batched_logprobs(t.model, scored, cfg.rollout.temperature, micro)
-    ref = batched_logprobs(t.ref_model, scored, cfg.rollout.temperature, micro) if t.ref_model is not None else None
+def make_train_batch(t: Trainer, scored: ScoredRollouts, baseline_rewards: Optional[torch.Tensor] = None) -> TrainBatch:
+    """Old and reference log-probs, critic values, token rewards (+ KL penalty) and advantages."""
+    algo, micro, temperature = t.cfg.algorithm, t.cfg.trainer.micro_batch_size, t.cfg.rollout.temperature
+    old, values = batched_forward(t.model, scored, temperature, micro)
+    ref = batched_forward(t.ref_model, scored, temperature, micro)[0] if t.ref_model is not None else None
     mask = scored.response_mask.float()
     last = (mask.sum(-1).long() - 1).clamp(min=0)
     token_rewards = torch.zeros_like(mask).scatter_(1, last.unsqueeze(-1), scored.rewards.unsqueeze(-1))
+    if algo.reward_kl_coef > 0:  # REINFORCE++ / RLHF-PPO: the KL penalty becomes part of the reward
+        token_rewards = token_rewards - algo.reward_kl_coef * kl_penalty(old, ref, algo.reward_kl_estimator) * mask
     adv = compute_advantages(
-        cfg.algorithm.advantage,
-        AdvantageInputs(token_rewards=token_rewards, response_mask=mask, group_ids=scored.group_ids),
-        norm_by_std=cfg.algorithm.norm_by_std,
+        algo.advantage,
+        AdvantageInputs(token_rewards=token_rewards, response_mask=mask, group_ids=scored.group_ids,
+                        values=values, baseline_rewards=baseline_rewards),
+        gamma=algo.gamma, lam=algo.lam, norm_by_std=algo.norm_by_std,
     )
-    return TrainBatch.of(scored, old_logprobs=old, ref_logprobs=ref, advantages=adv.advantages, returns=adv.returns)
+    return TrainBatch.of(scored, old_logprobs=old, ref_logprobs=ref, advantages=adv.advantages, returns=adv.returns,
+                         old_values=values)
 
 
 def rollout_metrics(acc: Accelerator, batch: TrainBatch) -> dict[str, float]:
@@ -147,17 +120,9 @@ def timing(acc: Accelerator, batch: TrainBatch, t0: float, t1: float, t2: float,
     tokens = float(acc.reduce(torch.tensor(float(batch.response_mask.sum()), device=acc.device), reduction="sum"))
     return {
         "time/step": t3 - t0,
-        "time/rollout": t1 - t0,
-        "time/reward": t2 - t1,
+        "time/rollout": t1 - t0,  # generation and rewards (all DAPO rounds)
+        "time/baseline_rollout": t2 - t1,  # ReMax's greedy rollouts: its extra cost
         "time/update": t3 - t2,
         "perf/tokens_per_s": tokens / max(t3 - t0, 1e-9),
         "perf/rollout_tokens_per_s": tokens / max(t1 - t0, 1e-9),
     }
-
-
-def _mix(*parts: int) -> int:
-    """A deterministic 63-bit seed from integers."""
-    value = 0x9E3779B97F4A7C15
-    for part in parts:
-        value = (value ^ (part + 0x9E3779B97F4A7C15 + (value << 6) + (value >> 2))) & ((1 << 63) - 1)
-    return value

@@ -22,6 +22,7 @@ from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation
 
 from train.checkpoint import latest_checkpoint, list_checkpoints, load_training_state, remove_partial_checkpoints
 from train.config import ConfigError, RunConfig, check, register_configs
+from train.critic import PolicyWithCritic, load_critic, policy_context
 from train.distributed import build_accelerator, keep_grad_norm, world_size_from_env
 from train.loop import Trainer, train
 from train.models import load_model, load_tokenizer, resolve_base
@@ -58,8 +59,8 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
     if acc.is_main_process:
         write_run_info(run_dir, base, resolved)
     tokenizer = load_tokenizer(base, cfg.model)
-    model = load_model(base, cfg.model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
+    model = _trained_module(cfg, base)
+    optimizer = torch.optim.AdamW(_param_groups(cfg, model), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     scheduler = get_scheduler(
         cfg.trainer.lr_scheduler, optimizer, num_warmup_steps=cfg.trainer.warmup_steps,
         num_training_steps=cfg.trainer.total_steps * cfg.algorithm.ppo_epochs * plan.mini_batches,
@@ -67,13 +68,14 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
     model, optimizer = acc.prepare(model, optimizer)
     keep_grad_norm(acc, model)
     acc.register_for_checkpointing(scheduler)
-    ref_model = _reference(cfg, base, acc) if cfg.algorithm.kl_coef > 0 else None
+    uses_ref = cfg.algorithm.kl_coef > 0 or cfg.algorithm.reward_kl_coef > 0
+    ref_model = _reference(cfg, base, acc) if uses_ref else None
     if start_step:
         load_training_state(acc, latest_checkpoint(run_dir)[1])
         if acc.is_main_process:
             truncate_metrics(run_dir, start_step)
     tracker = Tracker(run_dir, cfg.logger, resolved, name=run_dir.name, enabled=acc.is_main_process)
-    engine = HFEngine(tokenizer, lambda: unwrap_model_for_generation(model, acc), cfg.rollout.batch_size)
+    engine = HFEngine(tokenizer, lambda: policy_context(unwrap_model_for_generation(model, acc)), cfg.rollout.batch_size)
     trainer = Trainer(
         cfg=cfg, plan=plan, accelerator=acc, model=model, tokenizer=tokenizer, optimizer=optimizer,
         scheduler=scheduler, engine=engine, reward_fn=REWARDS[cfg.task.reward], problems=load_task(cfg.task, "train"),
@@ -83,6 +85,20 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
     tracker.finish()
     acc.wait_for_everyone()
     return run_dir if acc.is_main_process else None
+
+
+def _trained_module(cfg: RunConfig, base: str) -> torch.nn.Module:
+    """The policy, or the policy and its critic as one module (PPO)."""
+    policy = load_model(base, cfg.model)
+    if not cfg.algorithm.critic.enabled:
+        return policy
+    return PolicyWithCritic(policy, load_critic(cfg.algorithm.critic.name_or_path or base, cfg.model))
+
+
+def _param_groups(cfg: RunConfig, model: torch.nn.Module) -> list[dict]:
+    if isinstance(model, PolicyWithCritic):  # the critic learns at its own rate
+        return [{"params": model.policy.parameters()}, {"params": model.critic.parameters(), "lr": cfg.algorithm.critic.lr}]
+    return [{"params": model.parameters()}]
 
 
 def _start_step_or_fail(cfg: RunConfig, run_dir: Path) -> int:

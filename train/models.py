@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from train.config import ModelConfig, TaskConfig
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_base(model_cfg: ModelConfig, task_cfg: TaskConfig, progress: bool = True) -> str:
@@ -22,10 +22,10 @@ def resolve_base(model_cfg: ModelConfig, task_cfg: TaskConfig, progress: bool = 
 
 
 def load_model(name_or_path: str | Path, model_cfg: ModelConfig) -> PreTrainedModel:
-    if model_cfg.dtype not in _DTYPES:
-        raise ValueError(f"model.dtype={model_cfg.dtype!r} is unknown; choose one of: {', '.join(_DTYPES)}")
+    if model_cfg.dtype not in DTYPES:
+        raise ValueError(f"model.dtype={model_cfg.dtype!r} is unknown; choose one of: {', '.join(DTYPES)}")
     return AutoModelForCausalLM.from_pretrained(
-        str(name_or_path), dtype=_DTYPES[model_cfg.dtype], trust_remote_code=model_cfg.trust_remote_code
+        str(name_or_path), dtype=DTYPES[model_cfg.dtype], trust_remote_code=model_cfg.trust_remote_code
     )
 
 

@@ -91,7 +91,7 @@ class HFEngine:
             do_sample=not params.greedy,
             temperature=None if params.greedy else params.temperature,
             top_p=None if params.greedy else params.top_p,
-            top_k=0,
+            top_k=None if params.greedy else 0,  # 0: no top-k cut; models' configs may set one
             max_new_tokens=params.max_new_tokens,
             eos_token_id=list(stop_ids),
             pad_token_id=pad,
