@@ -42,6 +42,7 @@ def test_checkpoints_load_with_transformers(trained_run):
 
 
 def test_resume_reproduces_the_uninterrupted_run(trained_run, tiny_cache):
+    """resume=auto (as a restarted sweep uses) picks up the latest complete checkpoint."""
     root, run_dir = trained_run
     crashed = root / "crashed"
     shutil.copytree(run_dir, crashed)
@@ -49,7 +50,7 @@ def test_resume_reproduces_the_uninterrupted_run(trained_run, tiny_cache):
     (crashed / "checkpoints" / ".tmp-step_000004").mkdir()  # and mid-save
     assert latest_checkpoint(crashed)[0] == 2
     run_cli("rlvr-train", [f"run_dir={crashed}", f"model.cache_dir={tiny_cache}", *TINY,
-                           "trainer.total_steps=4", "trainer.save_every=2", "eval.after_train=false", "resume=true"], cwd=root)
+                           "trainer.total_steps=4", "trainer.save_every=2", "eval.after_train=false", "resume=auto"], cwd=root)
     reference = {m["train/step"]: m for m in metrics(run_dir)}
     resumed = {m["train/step"]: m for m in metrics(crashed)}
     assert sorted(resumed) == [1, 2, 3, 4]  # no duplicated steps

@@ -155,7 +155,7 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0  # seeds model init, sampling and data order
-    resume: bool = False  # continue from the latest checkpoint in run_dir
+    resume: str = "false"  # "true": continue from run_dir's latest checkpoint; "auto": if it has one, else start
     run_dir: str = "runs/${now:%Y-%m-%d_%H-%M-%S}"  # where checkpoints, metrics and eval land
 
 
@@ -232,6 +232,8 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         raise ConfigError(f"rollout.engine={cfg.rollout.engine!r} is not available; the built-in engine is: hf")
     if trainer.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"trainer.mixed_precision={trainer.mixed_precision!r}; choose one of: no, bf16, fp16")
+    if str(cfg.resume).lower() not in ("false", "true", "auto"):
+        raise ConfigError(f"resume={cfg.resume!r}; choose one of: false, true, auto")
     if trainer.save_every < 1:
         raise ConfigError(f"trainer.save_every={trainer.save_every} must be >= 1")
     return BatchPlan(

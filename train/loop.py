@@ -62,7 +62,7 @@ def train(t: Trainer, start_step: int = 0) -> None:
             train_actor=step >= cfg.algorithm.critic.warmup_steps,
         )
         t3 = time.perf_counter()
-        metrics = {**rollout_metrics(acc, batch), **got.stats, **update, **timing(acc, batch, t0, t1, t2, t3)}
+        metrics = {**rollout_metrics(acc, batch), **got.stats, **update, **timing(acc, batch, got.stats, t0, t1, t2, t3)}
         done = step + 1
         if done % cfg.logger.log_every == 0 or done == cfg.trainer.total_steps:
             t.tracker.log(metrics, step=done)
@@ -116,13 +116,14 @@ def rollout_metrics(acc: Accelerator, batch: TrainBatch) -> dict[str, float]:
     }
 
 
-def timing(acc: Accelerator, batch: TrainBatch, t0: float, t1: float, t2: float, t3: float) -> dict[str, float]:
+def timing(acc: Accelerator, batch: TrainBatch, stats: dict, t0: float, t1: float, t2: float, t3: float) -> dict[str, float]:
+    """Seconds per stage (rollout, reward, ReMax's baseline rollout, update) and throughput."""
     tokens = float(acc.reduce(torch.tensor(float(batch.response_mask.sum()), device=acc.device), reduction="sum"))
     return {
         "time/step": t3 - t0,
-        "time/rollout": t1 - t0,  # generation and rewards (all DAPO rounds)
+        "time/rollout": t1 - t0 - stats["time/reward"],  # generation (all DAPO rounds)
         "time/baseline_rollout": t2 - t1,  # ReMax's greedy rollouts: its extra cost
         "time/update": t3 - t2,
         "perf/tokens_per_s": tokens / max(t3 - t0, 1e-9),
-        "perf/rollout_tokens_per_s": tokens / max(t1 - t0, 1e-9),
+        "perf/rollout_tokens_per_s": tokens / max(t1 - t0 - stats["time/reward"], 1e-9),
     }

@@ -104,11 +104,12 @@ def _param_groups(cfg: RunConfig, model: torch.nn.Module) -> list[dict]:
 def _start_step_or_fail(cfg: RunConfig, run_dir: Path) -> int:
     remove_partial_checkpoints(run_dir)
     latest = latest_checkpoint(run_dir)
-    if cfg.resume:
-        if latest is None:
-            raise ConfigError(f"resume=true but {run_dir} holds no complete checkpoint; drop resume=true to start fresh")
+    mode = str(cfg.resume).lower()
+    if latest is not None and mode in ("true", "auto"):
         return latest[0]
-    if list_checkpoints(run_dir):
+    if mode == "true":
+        raise ConfigError(f"resume=true but {run_dir} holds no complete checkpoint; drop resume=true to start fresh")
+    if latest is not None:
         raise ConfigError(
             f"{run_dir} already holds checkpoints; pass resume=true to continue it, or choose another run_dir"
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -103,16 +104,24 @@ def collect(
     up with dropped groups, which carry zero advantage, and the shortfall is logged.
     """
     rank = acc.process_index
+    reward_seconds = [0.0]
+
+    def timed_score(rollouts: Rollouts, prompts: Sequence[Problem]) -> ScoredRollouts:
+        start = time.perf_counter()
+        scored = score(rollouts, prompts, reward_fn, cfg)
+        reward_seconds[0] += time.perf_counter() - start
+        return scored
+
     prompts = prompts_for_step(problems, step, cfg, plan, rank)
-    scored = score(engine.generate([p.prompt for p in prompts], rollout_params(cfg, step, rank)), prompts, reward_fn, cfg)
+    scored = timed_score(engine.generate([p.prompt for p in prompts], rollout_params(cfg, step, rank)), prompts)
     if not cfg.algorithm.dynamic_sampling:
-        return Collected(scored, prompts)
+        return Collected(scored, prompts, {"time/reward": reward_seconds[0]})
     parts, all_prompts = [scored], list(prompts)
     rounds = 1
     while rounds < cfg.algorithm.max_sampling_rounds and _any_short(acc, parts, plan):
         more = prompts_for_step(problems, step, cfg, plan, rank, round_=rounds)
         rollouts = engine.generate([p.prompt for p in more], rollout_params(cfg, step, rank, rounds))
-        parts.append(score(rollouts, more, reward_fn, cfg))
+        parts.append(timed_score(rollouts, more))
         all_prompts += more
         rounds += 1
     merged = concat_rollouts(parts, pad_id=pad_id)
@@ -126,6 +135,7 @@ def collect(
     counts = torch.tensor([float(len(groups) - len(good)), float(max(0, plan.prompts_per_process - len(good)))])
     total = acc.reduce(counts.to(acc.device), reduction="sum").cpu()
     stats = {
+        "time/reward": reward_seconds[0],
         "sampling/rounds": float(rounds),
         "sampling/discarded_samples": float(total[0]) * cfg.algorithm.samples_per_prompt,
         "sampling/unfilled_groups": float(total[1]),
