@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from tests.cli import TINY, metrics, run_cli
 from train.checkpoint import latest_checkpoint, list_checkpoints
@@ -76,3 +76,24 @@ def test_resume_without_checkpoint_is_refused(tmp_path, tiny_cache):
                                   "resume=true"], cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert "no complete checkpoint" in proc.stderr
+
+
+def test_ppo_resume_restores_actor_and_critic(tmp_path, tiny_cache):
+    """PPO's critic and its optimizer state are part of the checkpoint: a resumed run matches."""
+    args = [f"model.cache_dir={tiny_cache}", *TINY, "algorithm=ppo", "trainer.total_steps=4", "trainer.save_every=2",
+            "eval.after_train=false"]
+    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    run_cli("rlvr-train", [f"run_dir={reference}", *args], cwd=tmp_path)
+    shutil.copytree(reference, crashed)
+    shutil.rmtree(crashed / "checkpoints" / "step_000004")
+    run_cli("rlvr-train", [f"run_dir={crashed}", *args, "resume=true"], cwd=tmp_path)
+    ref_metrics = {m["train/step"]: m for m in metrics(reference)}
+    new_metrics = {m["train/step"]: m for m in metrics(crashed)}
+    for step in (3, 4):
+        for key in ("actor/pg_loss", "critic/vf_loss", "train/advantage_std"):
+            assert new_metrics[step][key] == pytest.approx(ref_metrics[step][key], rel=1e-5, abs=1e-7), (step, key)
+    for part, cls in (("", AutoModelForCausalLM), ("critic", AutoModelForTokenClassification)):
+        a = cls.from_pretrained(reference / "checkpoints/step_000004" / part).state_dict()
+        b = cls.from_pretrained(crashed / "checkpoints/step_000004" / part).state_dict()
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
