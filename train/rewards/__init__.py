@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Callable
 
 from algorithms.registry import Registry
-from train.rewards import arithmetic
+from train.rewards import arithmetic, code, math
 
 RewardFn = Callable[..., list[float | None]]
 REWARDS: Registry[RewardFn] = Registry("reward function")
 
 REWARDS.register("arithmetic")(arithmetic.arithmetic_reward)
+REWARDS.register("code")(code.code_reward)
+REWARDS.register("math")(math.math_reward)
 
 __all__ = ["REWARDS", "RewardFn"]
