@@ -13,7 +13,7 @@ from algorithms.advantages import (
 from algorithms.batch import Rollouts, ScoredRollouts, TrainBatch
 from algorithms.filters import informative_groups, overlong_penalty
 from algorithms.kl import KL_ESTIMATORS, kl_penalty
-from algorithms.losses import entropy_from_logits, policy_loss, value_loss
+from algorithms.losses import policy_loss, value_loss
 from algorithms.masked import AGGREGATIONS, aggregate_loss, masked_mean, masked_whiten
 from algorithms.registry import Registry
 
@@ -30,7 +30,6 @@ __all__ = [
     "TrainBatch",
     "aggregate_loss",
     "compute_advantages",
-    "entropy_from_logits",
     "informative_groups",
     "kl_penalty",
     "overlong_penalty",

@@ -58,12 +58,6 @@ def policy_loss(
     return loss, metrics
 
 
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Per-token entropy of softmax(logits): (B, T, V) -> (B, T)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
 def value_loss(
     values: torch.Tensor,
     old_values: torch.Tensor,
