@@ -52,7 +52,8 @@ class ScoredRollouts(Rollouts):
 
 @dataclass
 class TrainBatch(ScoredRollouts):
-    old_logprobs: torch.Tensor  # (B, T) log pi_old, recomputed by the actor before the update
+    old_logprobs: torch.Tensor | None  # (B, T) log pi_old from the actor before the update; None when
+    # the batch gets exactly one optimizer step, so pi_old is the policy being updated (its detached log-probs)
     ref_logprobs: torch.Tensor | None  # (B, T) log pi_ref, None when no reference is used
     advantages: torch.Tensor  # (B, T)
     returns: torch.Tensor  # (B, T)
@@ -63,7 +64,7 @@ class TrainBatch(ScoredRollouts):
         cls,
         scored: ScoredRollouts,
         *,
-        old_logprobs: torch.Tensor,
+        old_logprobs: torch.Tensor | None,
         ref_logprobs: torch.Tensor | None,
         advantages: torch.Tensor,
         returns: torch.Tensor,

@@ -123,7 +123,7 @@ def micro_batch_loss(
     agg = dict(num_tokens=norm.num_tokens, num_seqs=norm.num_seqs, max_len=norm.max_len)
     loss, metrics = policy_loss(
         logprobs,
-        batch.old_logprobs.to(device),
+        logprobs.detach() if batch.old_logprobs is None else batch.old_logprobs.to(device),
         batch.advantages.to(device),
         mask,
         clip_low=algo.clip_low,

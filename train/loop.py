@@ -79,7 +79,10 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 def make_train_batch(t: Trainer, scored: ScoredRollouts, baseline_rewards: Optional[torch.Tensor] = None) -> TrainBatch:
     """Old and reference log-probs, critic values, token rewards (+ KL penalty) and advantages."""
     algo, micro, temperature = t.cfg.algorithm, t.cfg.trainer.micro_batch_size, t.cfg.rollout.temperature
-    old, values = batched_forward(t.model, scored, temperature, micro)
+    one_update = algo.ppo_epochs == 1 and t.plan.mini_batches == 1  # then pi_old is the policy as it is updated
+    old, values = None, None
+    if not one_update or algo.critic.enabled or algo.reward_kl_coef > 0:  # skip a forward pass when nothing needs it
+        old, values = batched_forward(t.model, scored, temperature, micro)
     ref = batched_forward(t.ref_model, scored, temperature, micro)[0] if t.ref_model is not None else None
     mask = scored.response_mask.float()
     last = (mask.sum(-1).long() - 1).clamp(min=0)
