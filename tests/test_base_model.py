@@ -77,6 +77,11 @@ def test_cache_key_covers_what_changes_the_build_only():
     assert key(dataclasses.replace(TINY, sft_lr=1e-2), TASK) != base
     assert key(TINY, TaskConfig(train_size=100, test_size=10, slip_rate=0.1)) != base
     assert key(TINY, TaskConfig(train_size=100, test_size=99, reward="other")) == base  # no effect on SFT data
+    unrelated = dict(template="boxed", chat=True, path="x.jsonl", columns=["test_list"])  # dataset-task fields
+    assert key(TINY, TaskConfig(train_size=100, test_size=10, **unrelated)) == base
+    for name in ("seed", "min_digits", "max_digits", "slip_concentration"):
+        changed = {"seed": 7, "min_digits": 1, "max_digits": 5, "slip_concentration": 9.0}[name]
+        assert key(TINY, dataclasses.replace(TASK, **{name: changed})) != base, name
 
 
 def test_sft_masks_the_prompt_and_appends_eos():

@@ -37,7 +37,9 @@ from train.tasks import arithmetic, load_task
 BUILD_VERSION = 1  # bump when the code changes what a build produces: old caches are then ignored
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")  # ids 0..3, in this order
 MAX_POSITIONS = 256  # prompt + completion tokens the model is built for (traces take ~50)
-TASK_FIELDS_NOT_IN_BUILD = ("reward", "test_size")  # the SFT data depends on every other task field
+# The task fields the SFT data depends on (the train split and the teacher's slips); other task
+# fields (verifier, test split, dataset loading, templates) leave the built model as it is.
+TASK_FIELDS_IN_BUILD = ("name", "seed", "train_size", "min_digits", "max_digits", "slip_rate", "slip_concentration")
 
 
 def ensure_builtin_base(model_cfg: ModelConfig, task_cfg: TaskConfig, *, progress: bool = True) -> Path:
@@ -177,7 +179,8 @@ def _build(cfg: BuiltinModelConfig, task_cfg: TaskConfig, folder: Path, *, progr
 
 def _build_record(cfg: BuiltinModelConfig, task_cfg: TaskConfig) -> dict[str, Any]:
     """Everything that determines the build: hashed into the folder name and saved in build.json."""
-    task = {k: v for k, v in _as_dict(task_cfg).items() if k not in TASK_FIELDS_NOT_IN_BUILD}
+    fields = _as_dict(task_cfg)
+    task = {k: fields[k] for k in TASK_FIELDS_IN_BUILD}
     return {"version": BUILD_VERSION, "builtin": _as_dict(cfg), "task": task}
 
 
