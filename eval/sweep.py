@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
 from tqdm.auto import tqdm
 
 from eval.plot import plot_over_steps, plot_passk_curves
@@ -22,7 +21,9 @@ from train.models import load_model, load_tokenizer
 from train.rewards import REWARDS
 from train.rollout.base import SamplingParams
 from train.rollout.hf import HFEngine
+from train.sampling import score
 from train.tasks import Problem, load_task
+from train.tasks.templates import chat_problems
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def sweep(
             continue
         tokenizer = load_tokenizer(target.path, cfg.model)
         model = load_model(target.path, cfg.model)
-        engine = HFEngine.for_model(tokenizer, model, batch_size=ev.batch_size)
+        engine = HFEngine.for_model(tokenizer, model, batch_size=ev.batch_size, add_special_tokens=not cfg.task.chat)
         bar = tqdm(total=len(todo), desc=f"pass@k {target.model}", unit="problem", disable=not progress)
         for start in range(0, len(todo), per_call):
             chunk = todo[start : start + per_call]
@@ -76,13 +77,11 @@ def sweep(
                 n=ev.n, temperature=ev.temperature, top_p=ev.top_p, max_new_tokens=ev.max_new_tokens,
                 seed=ev.seed * 1_000_003 + chunk[0][0],
             )
-            rollouts = engine.generate([p.prompt for _, p in chunk], params)
-            rewards = reward_fn(
-                prompts=[chunk[int(g)][1].prompt for g in rollouts.group_ids],
-                completions=rollouts.texts,
-                answer=[chunk[int(g)][1].answer for g in rollouts.group_ids],
-            )
-            correct = torch.tensor([r is not None and r >= 1.0 for r in rewards]).view(len(chunk), ev.n).sum(-1)
+            prompts = [p for _, p in chunk]
+            if cfg.task.chat:  # the same chat wrapping as in training
+                prompts = chat_problems(prompts, tokenizer)
+            scored = score(engine.generate([p.prompt for p in prompts], params), prompts, reward_fn, cfg)
+            correct = scored.correct.view(len(chunk), ev.n).sum(-1)  # the verifier's verdict, no shaping
             append_records(
                 path,
                 [Record(target.model, target.step, target.path, p.id, ev.n, int(c)) for (_, p), c in zip(chunk, correct)],

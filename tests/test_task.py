@@ -60,8 +60,8 @@ def test_problems_have_the_configured_operand_lengths_and_right_answers():
 
 
 def test_unknown_task_or_split_lists_the_known_ones():
-    with pytest.raises(ValueError, match="known tasks: arithmetic"):
-        load_task(TaskConfig(name="gsm8k"), "train")
+    with pytest.raises(ValueError, match="known loaders: arithmetic, dataset"):
+        load_task(TaskConfig(loader="gsm8k"), "train")
     with pytest.raises(ValueError, match="known splits: train, test"):
         load_task(SMALL, "validation")
 

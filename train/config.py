@@ -81,7 +81,22 @@ class ModelConfig:
 @dataclass
 class TaskConfig:
     name: str = "arithmetic"  # task preset: which problems, prompts and verifier
+    loader: str = "arithmetic"  # task loader (train.tasks.TASKS): arithmetic (built-in) or dataset (hub id or local file)
     reward: str = "arithmetic"  # verifier (train.rewards.REWARDS) scoring completions
+    # Real datasets (loader=dataset); see train/tasks/datasets.py. The arithmetic fields below do not apply.
+    dataset: Optional[str] = None  # hub id for datasets.load_dataset; null = task.path only
+    subset: Optional[str] = None  # hub config name (e.g. gsm8k's "main"); null = the dataset's only one
+    path: Optional[str] = None  # local .jsonl/.json/.parquet, or a folder of <split>.jsonl...; wins over dataset
+    train_split: Optional[str] = "train"  # the dataset's split to train on; null = none (eval-only benchmark)
+    test_split: Optional[str] = "test"  # the dataset's split to evaluate on; null = none (train-only set)
+    prompt_field: str = "question"  # field holding the question (dotted path into nested rows)
+    answer_field: Optional[str] = "answer"  # field holding the gold answer; null = none (code: tests decide)
+    answer_extract: str = "none"  # how to read the gold from answer_field: none, gsm8k (after "####"), boxed
+    id_field: Optional[str] = None  # field with a unique, stable problem id; null = the row index
+    columns: list[str] = field(default_factory=list)  # fields passed to the verifier by name (e.g. test_list)
+    column_fields: dict[str, str] = field(default_factory=dict)  # column -> field it comes from, when named otherwise
+    template: str = "plain"  # prompt template (train.tasks.templates.TEMPLATES): plain, boxed, r1, code
+    chat: bool = False  # wrap prompts in the tokenizer's chat template (instruct models); false for base models
     seed: int = 1234  # problems are generated from this seed: same seed, same splits
     train_size: int = 20000  # problems in the train split
     test_size: int = 500  # problems in the test split (disjoint from train)

@@ -29,6 +29,7 @@ from train.models import load_model, load_tokenizer, resolve_base
 from train.rewards import REWARDS
 from train.rollout.hf import HFEngine
 from train.tasks import load_task
+from train.tasks.templates import chat_problems
 from train.tracking import Tracker, truncate_metrics, write_run_info
 
 register_configs()
@@ -75,10 +76,14 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
         if acc.is_main_process:
             truncate_metrics(run_dir, start_step)
     tracker = Tracker(run_dir, cfg.logger, resolved, name=run_dir.name, enabled=acc.is_main_process)
-    engine = HFEngine(tokenizer, lambda: policy_context(unwrap_model_for_generation(model, acc)), cfg.rollout.batch_size)
+    engine = HFEngine(tokenizer, lambda: policy_context(unwrap_model_for_generation(model, acc)), cfg.rollout.batch_size,
+                      add_special_tokens=not cfg.task.chat)
+    problems = load_task(cfg.task, "train")
+    if cfg.task.chat:  # instruct models: prompts in the tokenizer's chat template
+        problems = chat_problems(problems, tokenizer)
     trainer = Trainer(
         cfg=cfg, plan=plan, accelerator=acc, model=model, tokenizer=tokenizer, optimizer=optimizer,
-        scheduler=scheduler, engine=engine, reward_fn=REWARDS[cfg.task.reward], problems=load_task(cfg.task, "train"),
+        scheduler=scheduler, engine=engine, reward_fn=REWARDS[cfg.task.reward], problems=problems,
         tracker=tracker, run_dir=run_dir, run_config=resolved, ref_model=ref_model,
     )
     train(trainer, start_step)

@@ -70,11 +70,13 @@ def rollout_params(cfg: RunConfig, step: int, rank: int, round_: int = 0) -> Sam
 
 
 def score(rollouts: Rollouts, prompts: Sequence[Problem], reward_fn, cfg: RunConfig) -> ScoredRollouts:
-    """Verifier rewards (TRL calling convention; None, cannot judge, counts as 0), plus DAPO's
+    """Verifier rewards (TRL calling convention: ``answer`` and the ``task.columns`` as keyword lists;
+    None, cannot judge, counts as 0), plus DAPO's
     overlong penalty when configured. ``correct`` is the verifier's verdict alone."""
     per_sample = [prompts[int(g)] for g in rollouts.group_ids]
+    columns = {name: [p.metadata[name] for p in per_sample] for name in cfg.task.columns}  # one list per column
     verdicts = reward_fn(
-        prompts=[p.prompt for p in per_sample], completions=rollouts.texts, answer=[p.answer for p in per_sample]
+        prompts=[p.prompt for p in per_sample], completions=rollouts.texts, answer=[p.answer for p in per_sample], **columns
     )
     verified = torch.tensor([0.0 if r is None else float(r) for r in verdicts])
     rewards = verified

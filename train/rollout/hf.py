@@ -48,23 +48,27 @@ class HFEngine:
         tokenizer: PreTrainedTokenizerBase,
         model_context: Callable[[], ContextManager[PreTrainedModel]],
         batch_size: int = 256,
+        add_special_tokens: bool = True,
     ) -> None:
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs pad and eos tokens (set tokenizer.pad_token / eos_token)")
         self.tokenizer = tokenizer
         self.model_context = model_context
         self.batch_size = batch_size
+        self.add_special_tokens = add_special_tokens  # False for chat-templated prompts, which carry their own BOS
 
     @classmethod
-    def for_model(cls, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, batch_size: int = 256) -> "HFEngine":
-        return cls(tokenizer, lambda: contextlib.nullcontext(model), batch_size)
+    def for_model(
+        cls, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, batch_size: int = 256, add_special_tokens: bool = True
+    ) -> "HFEngine":
+        return cls(tokenizer, lambda: contextlib.nullcontext(model), batch_size, add_special_tokens)
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Nothing to do: ``generate`` runs on the training module itself."""
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> Rollouts:
-        encoded = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        encoded = self.tokenizer(list(prompts), add_special_tokens=self.add_special_tokens)["input_ids"]
         rows = [ids for ids in encoded for _ in range(params.n)]
         group_ids = torch.arange(len(prompts)).repeat_interleave(params.n)
         stop_ids = (self.tokenizer.eos_token_id, *params.stop_token_ids)

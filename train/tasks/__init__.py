@@ -1,8 +1,8 @@
 """Tasks: problems with gold answers, split into train and test, loaded by name.
 
 A task loader has one signature, ``(cfg: TaskConfig, split: str) -> list[Problem]``, and is
-registered in ``TASKS`` under the name ``task.name`` selects. Only the built-in ``arithmetic``
-task exists so far; real datasets register beside it.
+registered in ``TASKS`` under the name ``task.loader`` selects: ``arithmetic``, the built-in task, or
+``dataset``, which reads any hub dataset or local file as the preset (``conf/task/``) describes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Problem:
     """
 
     id: str  # unique within a task, stable across runs (derived from the content)
-    prompt: str  # fed verbatim to the model: no chat template
+    prompt: str  # fed verbatim to the model (task.chat: the caller wraps it with templates.apply_chat)
     answer: str  # gold final answer, compared by the task's verifier
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -37,20 +37,21 @@ TASKS: Registry[TaskLoader] = Registry("task")
 
 
 def load_task(cfg: TaskConfig, split: str) -> list[Problem]:
-    """The problems of ``cfg.name``'s ``split`` ("train" or "test"), deterministic from the config.
+    """The problems of the task's ``split`` ("train" or "test"), deterministic from the config.
 
-    Raises ValueError naming the known tasks or splits when either is unknown.
+    Raises ValueError naming the known loaders or splits when either is unknown.
     """
-    if cfg.name not in TASKS:
-        raise ValueError(f"task.name={cfg.name!r} is unknown; known tasks: {', '.join(TASKS.names())}")
+    if cfg.loader not in TASKS:
+        raise ValueError(f"task.loader={cfg.loader!r} is unknown; known loaders: {', '.join(TASKS.names())}")
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is unknown; known splits: {', '.join(SPLITS)}")
-    return TASKS[cfg.name](cfg, split)
+    return TASKS[cfg.loader](cfg, split)
 
 
 # Registered here, after Problem exists, so that every task the framework knows is listed in one place.
-from train.tasks import arithmetic  # noqa: E402
+from train.tasks import arithmetic, datasets  # noqa: E402
 
 TASKS.register("arithmetic")(arithmetic.load)
+TASKS.register("dataset")(datasets.load)
 
 __all__ = ["SPLITS", "TASKS", "Problem", "TaskLoader", "load_task"]
