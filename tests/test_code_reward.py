@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from train.rewards import REWARDS
-from train.rewards.code import mbpp_entry_point
+from train.rewards.code import Limits, mbpp_entry_point, parse_tests, score
 
 MBPP = Path(__file__).resolve().parents[2] / "shared" / "data" / "mbpp" / "sanitized-mbpp.json"
 
@@ -54,8 +54,10 @@ def test_every_reference_passes_and_a_wrong_body_fails(tasks: list[dict[str, Any
     assert len(tasks) == 427
     references = [f"Here is my solution.\n```python\n{t['code']}\n```\nIt runs in linear time." for t in tasks]
     wrong = [f"```python\n{_returning_none(t['code'], mbpp_entry_point(t['test_list']))}\n```" for t in tasks]
-    rewards = REWARDS["code"](prompts=[t["prompt"] for t in tasks] * 2, completions=references + wrong,
-                              **{key: values * 2 for key, values in _columns(tasks).items()})  # fmt: skip
+    # The references' correctness, not their speed on a loaded machine, is under test: a generous
+    # wall limit (task 123 needs about 3 s alone, more beside three other sandboxes on two cores).
+    tests = [parse_tests({"test_list": t["test_list"], "test_imports": t["test_imports"]}) for t in tasks] * 2
+    rewards = score(references + wrong, tests, limits=Limits(timeout_s=60.0))
     reference_rewards, wrong_rewards = rewards[: len(tasks)], rewards[len(tasks) :]
     failing = {t["task_id"] for t, r in zip(tasks, reference_rewards) if r != 1.0}
     accepting = {t["task_id"] for t, r in zip(tasks, wrong_rewards) if r != 0.0}
