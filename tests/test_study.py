@@ -25,13 +25,20 @@ def test_default_study_rl_beats_base_at_pass1(tmp_path):
     assert base[summary["k_max"]] > base[1] + 0.2, "the base's pass@k must rise well above its pass@1"
 
 
+# ReMax's advantage is the raw reward minus the greedy response's, unnormalised and mostly negative
+# early on (greedy beats the average sample), so it moves more slowly than the group-normalised
+# estimators: in the six-algorithm comparison its training accuracy first rises clearly after step 40.
+STEPS = {"remax": 80}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["ppo", "grpo", "reinforce_pp", "rloo", "dapo", "remax"])
 def test_each_algorithm_raises_training_reward(algorithm, tmp_path):
-    """40 steps from the built-in base: mean training accuracy of the last 10 steps beats the first 10."""
+    """A short run from the built-in base: mean training accuracy of the last 10 steps beats the first 10."""
     run_dir = tmp_path / algorithm
-    run_cli("rlvr-train", [f"algorithm={algorithm}", f"run_dir={run_dir}", "trainer.total_steps=40",
-                           "trainer.save_every=40", "eval.after_train=false", "logger.wandb=false"], cwd=tmp_path)
+    steps = STEPS.get(algorithm, 40)
+    run_cli("rlvr-train", [f"algorithm={algorithm}", f"run_dir={run_dir}", f"trainer.total_steps={steps}",
+                           f"trainer.save_every={steps}", "eval.after_train=false", "logger.wandb=false"], cwd=tmp_path)
     accuracy = [m["train/accuracy"] for m in metrics(run_dir)]
     first, last = sum(accuracy[:10]) / 10, sum(accuracy[-10:]) / 10
     assert last > first + 0.05, f"{algorithm}: training accuracy {first:.3f} -> {last:.3f}"
