@@ -126,16 +126,8 @@ def collect(
         parts.append(timed_score(rollouts, more))
         all_prompts += more
         rounds += 1
-    merged = concat_rollouts(parts, pad_id=pad_id)
-    informative = set(merged.group_ids[informative_groups(merged.rewards, merged.group_ids)].tolist())
-    groups = merged.group_ids.unique_consecutive().tolist()
-    good = [g for g in groups if g in informative]
-    chosen = (good + [g for g in groups if g not in informative])[: plan.prompts_per_process]
-    rows = torch.cat([torch.nonzero(merged.group_ids == g).flatten() for g in chosen])
-    renumbered = torch.arange(len(chosen)).repeat_interleave(cfg.algorithm.samples_per_prompt)
-    picked = dataclasses.replace(merged.select(rows), group_ids=renumbered)
-    counts = torch.tensor([float(len(groups) - len(good)), float(max(0, plan.prompts_per_process - len(good)))])
-    total = acc.reduce(counts.to(acc.device), reduction="sum").cpu()
+    picked, chosen, dropped, unfilled = _keep_informative(concat_rollouts(parts, pad_id=pad_id), plan, cfg)
+    total = acc.reduce(torch.tensor([float(dropped), float(unfilled)], device=acc.device), reduction="sum").cpu()
     stats = {
         "time/reward": reward_seconds[0],
         "sampling/rounds": float(rounds),
@@ -143,6 +135,21 @@ def collect(
         "sampling/unfilled_groups": float(total[1]),
     }
     return Collected(picked, [all_prompts[g] for g in chosen], stats)
+
+
+def _keep_informative(merged: ScoredRollouts, plan: BatchPlan, cfg: RunConfig) -> tuple[ScoredRollouts, list[int], int, int]:
+    """This process's batch: informative groups first, topped up with dropped ones; group ids renumbered.
+
+    Returns (batch, the merged group ids chosen in order, groups dropped, groups short of informative).
+    """
+    informative = set(merged.group_ids[informative_groups(merged.rewards, merged.group_ids)].tolist())
+    groups = merged.group_ids.unique_consecutive().tolist()
+    good = [g for g in groups if g in informative]
+    chosen = (good + [g for g in groups if g not in informative])[: plan.prompts_per_process]
+    rows = torch.cat([torch.nonzero(merged.group_ids == g).flatten() for g in chosen])
+    renumbered = torch.arange(len(chosen)).repeat_interleave(cfg.algorithm.samples_per_prompt)
+    picked = dataclasses.replace(merged.select(rows), group_ids=renumbered)
+    return picked, chosen, len(groups) - len(good), max(0, plan.prompts_per_process - len(good))
 
 
 def _any_short(acc: Accelerator, parts: list[ScoredRollouts], plan: BatchPlan) -> bool:
