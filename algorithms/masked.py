@@ -15,14 +15,14 @@ from algorithms.registry import Registry
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: Optional[int] = None) -> torch.Tensor:
+    """Sum of ``values`` where ``mask`` is 1, over ``dim`` (all entries when None)."""
     return (values * mask).sum() if dim is None else (values * mask).sum(dim)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: Optional[int] = None) -> torch.Tensor:
     """Mean of ``values`` where ``mask`` is 1; 0 where the mask is empty."""
-    return masked_sum(values, mask, dim) / mask.sum(dim).clamp(min=1) if dim is not None else (
-        masked_sum(values, mask) / mask.sum().clamp(min=1)
-    )
+    count = mask.sum() if dim is None else mask.sum(dim)
+    return masked_sum(values, mask, dim) / count.clamp(min=1)
 
 
 def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8, shift_mean: bool = True) -> torch.Tensor:

@@ -35,10 +35,6 @@ class Tracker:
         if self._wandb is not None:
             self._wandb.log(record)
 
-    def summary(self, values: dict[str, Any]) -> None:
-        if self._wandb is not None:
-            self._wandb.summary.update({k: _plain(v) for k, v in values.items()})
-
     def log_image(self, key: str, png: Path, step: int) -> None:
         if self._wandb is not None:
             import wandb
