@@ -18,7 +18,7 @@ from eval.summarize import print_table, summarize, write_summary
 from train.checkpoint import list_checkpoints
 from train.config import EvalConfig, RunConfig
 from train.models import load_model, load_tokenizer
-from train.rewards import REWARDS
+from train.rewards import WeightedRewards
 from train.rollout.base import SamplingParams
 from train.rollout.hf import HFEngine
 from train.sampling import score
@@ -60,7 +60,7 @@ def sweep(
 ) -> list[Record]:
     """Measure each target on each problem not yet in the records file ``path``; returns all records."""
     ev: EvalConfig = cfg.eval
-    reward_fn = REWARDS[cfg.task.reward]
+    verifier = WeightedRewards.of_task(cfg.task, verifier_only=True)  # pass@k counts verdicts, no shaping
     done = done_keys(read_records(path)) if path.exists() else set()
     per_call = max(1, ev.batch_size // ev.n)  # problems per generate call
     for target in targets:
@@ -80,7 +80,7 @@ def sweep(
             prompts = [p for _, p in chunk]
             if cfg.task.chat:  # the same chat wrapping as in training
                 prompts = chat_problems(prompts, tokenizer)
-            scored = score(engine.generate([p.prompt for p in prompts], params), prompts, reward_fn, cfg)
+            scored = score(engine.generate([p.prompt for p in prompts], params), prompts, verifier, cfg)
             correct = scored.correct.view(len(chunk), ev.n).sum(-1)  # the verifier's verdict, no shaping
             append_records(
                 path,

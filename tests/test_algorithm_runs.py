@@ -16,8 +16,10 @@ ALGORITHMS = ["ppo", "grpo", "reinforce_pp", "rloo", "dapo", "remax"]
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_algorithm_trains_and_checkpoints(algorithm, tmp_path, tiny_cache):
     run_dir = tmp_path / algorithm
+    # GRPO's run also checks weighted rewards end to end: the verifier counted twice, plus a format reward
+    rewards = ["+task.rewards={arithmetic:2.0,boxed_format:0.25}"] if algorithm == "grpo" else []
     run_cli("rlvr-train", [f"algorithm={algorithm}", f"run_dir={run_dir}", f"model.cache_dir={tiny_cache}", *TINY,
-                           "trainer.total_steps=3", "eval.after_train=false"], cwd=tmp_path)
+                           "trainer.total_steps=3", "eval.after_train=false", *rewards], cwd=tmp_path)
     logged = metrics(run_dir)
     assert [m["train/step"] for m in logged] == [1, 2, 3]
     for m in logged:
@@ -34,6 +36,10 @@ def test_algorithm_trains_and_checkpoints(algorithm, tmp_path, tiny_cache):
         assert all("sampling/discarded_samples" in m and "sampling/unfilled_groups" in m for m in logged)
     if algorithm == "remax":
         assert all(m["time/baseline_rollout"] > 0 for m in logged)
+    if algorithm == "grpo":  # the arithmetic model never boxes an answer, so the reward is twice the accuracy
+        for m in logged:
+            assert m["reward/boxed_format"] == 0.0 and m["reward/arithmetic"] == pytest.approx(m["train/accuracy"])
+            assert m["train/reward_mean"] == pytest.approx(2 * m["train/accuracy"])
 
 
 def test_multirun_comparison_table(tmp_path, tiny_cache):

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from algorithms.batch import Rollouts
 from train.config import RunConfig, TaskConfig, check, register_configs
-from train.rewards import REWARDS
+from train.rewards import WeightedRewards
 from train.rewards.code import _COLUMNS as CODE_COLUMNS
 from train.sampling import score
 from train.tasks import TASKS, Problem, load_task
@@ -48,7 +48,7 @@ def scored_gold(problems: list[Problem], completions: list[str], cfg: RunConfig)
     empty = torch.zeros(n, 1, dtype=torch.long)
     rollouts = Rollouts(empty, empty, empty, torch.ones(n, 1, dtype=torch.long), torch.zeros(n, 1),
                         torch.arange(n), completions, torch.zeros(n, dtype=torch.bool))  # fmt: skip
-    return score(rollouts, problems, REWARDS[cfg.task.reward], cfg).rewards.tolist()
+    return score(rollouts, problems, WeightedRewards.of_task(cfg.task), cfg).rewards.tolist()
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -1,15 +1,18 @@
 """The rollout stage: DAPO's filter-and-refill rounds and ReMax's greedy baseline, through a
 scripted engine whose answers are right for chosen prompts, so the expected batch is known."""
 
+import pytest
 import torch
 from accelerate import Accelerator
 
 from algorithms import Rollouts
 from train.config import RunConfig, check
-from train.rewards import REWARDS
+from train.rewards import WeightedRewards
 from train.rollout.base import SamplingParams
 from train.sampling import collect, greedy_baseline, prompts_for_step
 from train.tasks.arithmetic import make_problem
+
+ARITHMETIC = WeightedRewards("arithmetic", {})
 
 
 class ScriptedEngine:
@@ -53,7 +56,7 @@ def test_dynamic_sampling_refills_with_informative_groups():
     cfg, plan, problems = _setup(dynamic_sampling=True, max_sampling_rounds=5)
     informative = {p.metadata["a"] for p in problems[::3]}  # about a third of prompts have mixed rewards
     engine = ScriptedEngine(lambda a, sample, greedy: a in informative and sample % 2 == 0)
-    got = collect(engine, Accelerator(cpu=True), problems, REWARDS["arithmetic"], cfg, plan, step=0, pad_id=0)
+    got = collect(engine, Accelerator(cpu=True), problems, ARITHMETIC, cfg, plan, step=0, pad_id=0)
     assert len(got.prompts) == 4 and len(got.scored) == 16
     assert got.scored.group_ids.tolist() == [g for g in range(4) for _ in range(4)]
     for g, prompt in enumerate(got.prompts):
@@ -70,7 +73,7 @@ def test_dynamic_sampling_refills_with_informative_groups():
 def test_dynamic_sampling_tops_up_and_reports_a_shortfall():
     cfg, plan, problems = _setup(dynamic_sampling=True, max_sampling_rounds=2)
     engine = ScriptedEngine(lambda a, sample, greedy: False)  # nothing is ever informative
-    got = collect(engine, Accelerator(cpu=True), problems, REWARDS["arithmetic"], cfg, plan, step=3, pad_id=0)
+    got = collect(engine, Accelerator(cpu=True), problems, ARITHMETIC, cfg, plan, step=3, pad_id=0)
     assert engine.calls == 2 and len(got.scored) == 16
     assert got.stats["sampling/unfilled_groups"] == 4
     assert got.stats["sampling/discarded_samples"] == 2 * 16
@@ -79,7 +82,7 @@ def test_dynamic_sampling_tops_up_and_reports_a_shortfall():
 def test_without_dynamic_sampling_one_round_of_the_step_prompts():
     cfg, plan, problems = _setup()
     engine = ScriptedEngine(lambda a, sample, greedy: True)
-    got = collect(engine, Accelerator(cpu=True), problems, REWARDS["arithmetic"], cfg, plan, step=2, pad_id=0)
+    got = collect(engine, Accelerator(cpu=True), problems, ARITHMETIC, cfg, plan, step=2, pad_id=0)
     assert engine.calls == 1 and got.prompts == prompts_for_step(problems, 2, cfg, plan, 0)
     assert got.scored.rewards.tolist() == [1.0] * 16
 
@@ -87,7 +90,7 @@ def test_without_dynamic_sampling_one_round_of_the_step_prompts():
 def test_overlong_shaping_lowers_reward_not_correctness():
     cfg, plan, problems = _setup(overlong_buffer=2, overlong_penalty=0.5)
     cfg.rollout.max_new_tokens = 4  # the scripted responses are 4 tokens: at the cap
-    got = collect(ScriptedEngine(lambda a, s, g: True), Accelerator(cpu=True), problems, REWARDS["arithmetic"],
+    got = collect(ScriptedEngine(lambda a, s, g: True), Accelerator(cpu=True), problems, ARITHMETIC,
                   cfg, plan, step=0, pad_id=0)
     assert got.scored.rewards.tolist() == [0.5] * 16 and got.scored.correct.all()
 
@@ -97,6 +100,24 @@ def test_remax_baseline_is_the_greedy_reward_of_each_prompt():
     prompts = problems[:3]
     engine = ScriptedEngine(lambda a, sample, greedy: greedy and a % 2 == 0)
     group_ids = torch.tensor([0, 0, 1, 1, 2, 2])
-    baseline = greedy_baseline(engine, prompts, REWARDS["arithmetic"], cfg, group_ids)
+    baseline = greedy_baseline(engine, prompts, ARITHMETIC, cfg, group_ids)
     expected = [float(p.metadata["a"] % 2 == 0) for p in prompts]
     assert baseline.tolist() == [expected[g] for g in group_ids.tolist()]
+
+
+def test_weighted_rewards_train_on_the_sum_and_count_the_verifier():
+    """task.rewards = {arithmetic: 1, plugin 0.5}: the reward is the weighted sum (a None skipped),
+    correctness the verifier's alone, and each function's mean over the samples it applied to is logged."""
+    cfg, plan, problems = _setup()
+    rewards_of = WeightedRewards("arithmetic", {"arithmetic": 1.0, "tests.reward_plugins.even_last_digit": 0.5})
+    got = collect(ScriptedEngine(lambda a, sample, g: sample % 2 == 0), Accelerator(cpu=True), problems, rewards_of,
+                  cfg, plan, step=0, pad_id=0)  # fmt: skip
+    digits = [int(t[-1]) for t in got.scored.texts]
+    shaping = [d / 10 if d % 2 == 0 else 0.0 for d in digits]
+    right = [sample % 2 == 0 for sample in range(16)]
+    assert got.scored.correct.tolist() == right
+    assert got.scored.rewards.tolist() == pytest.approx([float(r) + 0.5 * s for r, s in zip(right, shaping)])
+    applied = [d / 10 for d in digits if d % 2 == 0]
+    assert 0 < len(applied) < 16  # the test covers both cases
+    assert got.stats["reward/arithmetic"] == 0.5
+    assert got.stats["reward/tests.reward_plugins.even_last_digit"] == pytest.approx(sum(applied) / len(applied))

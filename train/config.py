@@ -82,7 +82,11 @@ class ModelConfig:
 class TaskConfig:
     name: str = "arithmetic"  # task preset: which problems, prompts and verifier
     loader: str = "arithmetic"  # task loader (train.tasks.TASKS): arithmetic (built-in) or dataset (hub id or local file)
-    reward: str = "arithmetic"  # verifier (train.rewards.REWARDS) scoring completions
+    reward: str = "arithmetic"  # verifier (train.rewards.REWARDS): its verdict is what accuracy and pass@k count
+    # training reward = sum of weight * function over these (TRL's reward_funcs + reward_weights), e.g.
+    # +task.rewards={math:1.0,boxed_format:0.1} (the + adds keys); names are registered ones or import
+    # paths pkg.module.fn; {} = the verifier alone
+    rewards: dict[str, float] = field(default_factory=dict)
     # Real datasets (loader=dataset); see train/tasks/datasets.py. The arithmetic fields below do not apply.
     dataset: Optional[str] = None  # hub id for datasets.load_dataset; null = task.path only
     subset: Optional[str] = None  # hub config name (e.g. gsm8k's "main"); null = the dataset's only one
@@ -201,10 +205,12 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
     ):
         if name not in registry:
             raise ConfigError(f"{key}={name!r} is unknown; choose one of: {', '.join(registry.names())}")
-    from train.rewards import REWARDS  # late: rewards import the task modules
+    from train.rewards import WeightedRewards  # late: rewards import the task modules
 
-    if cfg.task.reward not in REWARDS:
-        raise ConfigError(f"task.reward={cfg.task.reward!r} is unknown; choose one of: {', '.join(REWARDS.names())}")
+    try:
+        WeightedRewards.of_task(cfg.task)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"task.reward={cfg.task.reward!r}, task.rewards={dict(cfg.task.rewards)}: {err.args[0]}") from err
     if algo.advantage == "gae" and not algo.critic.enabled:
         raise ConfigError("algorithm.advantage=gae needs a critic: set algorithm.critic.enabled=true (or use algorithm=ppo)")
     if algo.advantage == "remax" and not algo.greedy_baseline:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -16,6 +16,7 @@ from algorithms import AdvantageInputs, ScoredRollouts, TrainBatch, compute_adva
 from train.actor import batched_forward, update_policy
 from train.checkpoint import save_checkpoint
 from train.config import BatchPlan, RunConfig
+from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine
 from train.sampling import collect, greedy_baseline, mix
 from train.tasks import Problem
@@ -34,7 +35,7 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     engine: RolloutEngine
-    reward_fn: Callable[..., list[Optional[float]]]
+    rewards_of: WeightedRewards  # task.reward's verdicts and the task.rewards-weighted training reward
     problems: Sequence[Problem]  # the train split
     tracker: Tracker
     run_dir: Path
@@ -49,11 +50,11 @@ def train(t: Trainer, start_step: int = 0) -> None:
     for step in bar:
         t0 = time.perf_counter()
         t.engine.sync_weights(t.model)
-        got = collect(t.engine, acc, t.problems, t.reward_fn, cfg, t.plan, step, t.tokenizer.pad_token_id)
+        got = collect(t.engine, acc, t.problems, t.rewards_of, cfg, t.plan, step, t.tokenizer.pad_token_id)
         t1 = time.perf_counter()
         baseline = None
         if cfg.algorithm.greedy_baseline:
-            baseline = greedy_baseline(t.engine, got.prompts, t.reward_fn, cfg, got.scored.group_ids)
+            baseline = greedy_baseline(t.engine, got.prompts, t.rewards_of, cfg, got.scored.group_ids)
         t2 = time.perf_counter()
         batch = make_train_batch(t, got.scored, baseline)
         update = update_policy(

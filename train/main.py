@@ -26,7 +26,7 @@ from train.critic import PolicyWithCritic, load_critic, policy_context
 from train.distributed import build_accelerator, keep_grad_norm, world_size_from_env
 from train.loop import Trainer, train
 from train.models import load_model, load_tokenizer, resolve_base
-from train.rewards import REWARDS
+from train.rewards import WeightedRewards
 from train.rollout.hf import HFEngine
 from train.tasks import load_task
 from train.tasks.templates import chat_problems
@@ -83,7 +83,7 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
         problems = chat_problems(problems, tokenizer)
     trainer = Trainer(
         cfg=cfg, plan=plan, accelerator=acc, model=model, tokenizer=tokenizer, optimizer=optimizer,
-        scheduler=scheduler, engine=engine, reward_fn=REWARDS[cfg.task.reward], problems=problems,
+        scheduler=scheduler, engine=engine, rewards_of=WeightedRewards.of_task(cfg.task), problems=problems,
         tracker=tracker, run_dir=run_dir, run_config=resolved, ref_model=ref_model,
     )
     train(trainer, start_step)

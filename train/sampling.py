@@ -17,6 +17,7 @@ from accelerate import Accelerator
 from algorithms import Rollouts, ScoredRollouts, informative_groups, overlong_penalty
 from algorithms.batch import concat_rollouts
 from train.config import BatchPlan, RunConfig
+from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine, SamplingParams
 from train.tasks import Problem
 
@@ -69,29 +70,34 @@ def rollout_params(cfg: RunConfig, step: int, rank: int, round_: int = 0) -> Sam
     )
 
 
-def score(rollouts: Rollouts, prompts: Sequence[Problem], reward_fn, cfg: RunConfig) -> ScoredRollouts:
-    """Verifier rewards (TRL calling convention: ``answer`` and the ``task.columns`` as keyword lists;
-    None, cannot judge, counts as 0), plus DAPO's
-    overlong penalty when configured. ``correct`` is the verifier's verdict alone."""
+def score(
+    rollouts: Rollouts, prompts: Sequence[Problem], rewards_of: WeightedRewards, cfg: RunConfig,
+    per_function: Optional[dict[str, list[float]]] = None,
+) -> ScoredRollouts:
+    """Rewards (TRL calling convention: ``answer`` and the ``task.columns`` as keyword lists), weighted
+    over ``task.rewards``, plus DAPO's overlong penalty when configured. ``correct`` is the
+    verifier's verdict alone. Each function's rewards that applied are appended to ``per_function``."""
     per_sample = [prompts[int(g)] for g in rollouts.group_ids]
     columns = {name: [p.metadata[name] for p in per_sample] for name in cfg.task.columns}  # one list per column
-    verdicts = reward_fn(
+    got = rewards_of(
         prompts=[p.prompt for p in per_sample], completions=rollouts.texts, answer=[p.answer for p in per_sample], **columns
     )
-    verified = torch.tensor([0.0 if r is None else float(r) for r in verdicts])
-    rewards = verified
+    if per_function is not None:
+        for name, values in got.per_function.items():
+            per_function.setdefault(name, []).extend(float(v) for v in values if v is not None)
+    rewards = torch.tensor(got.rewards)
     algo = cfg.algorithm
     if algo.overlong_buffer > 0:
         lengths = rollouts.response_mask.sum(-1)
         rewards = rewards + overlong_penalty(lengths, cfg.rollout.max_new_tokens, algo.overlong_buffer, algo.overlong_penalty)
-    return ScoredRollouts.of(rollouts, rewards=rewards, correct=verified >= 1.0)
+    return ScoredRollouts.of(rollouts, rewards=rewards, correct=torch.tensor(got.verdicts) >= 1.0)
 
 
 def collect(
     engine: RolloutEngine,
     acc: Accelerator,
     problems: Sequence[Problem],
-    reward_fn,
+    rewards_of: WeightedRewards,
     cfg: RunConfig,
     plan: BatchPlan,
     step: int,
@@ -107,17 +113,18 @@ def collect(
     """
     rank = acc.process_index
     reward_seconds = [0.0]
+    per_function: dict[str, list[float]] = {}
 
     def timed_score(rollouts: Rollouts, prompts: Sequence[Problem]) -> ScoredRollouts:
         start = time.perf_counter()
-        scored = score(rollouts, prompts, reward_fn, cfg)
+        scored = score(rollouts, prompts, rewards_of, cfg, per_function)
         reward_seconds[0] += time.perf_counter() - start
         return scored
 
     prompts = prompts_for_step(problems, step, cfg, plan, rank)
     scored = timed_score(engine.generate([p.prompt for p in prompts], rollout_params(cfg, step, rank)), prompts)
     if not cfg.algorithm.dynamic_sampling:
-        return Collected(scored, prompts, {"time/reward": reward_seconds[0]})
+        return Collected(scored, prompts, {"time/reward": reward_seconds[0], **_function_means(acc, per_function)})
     parts, all_prompts = [scored], list(prompts)
     rounds = 1
     while rounds < cfg.algorithm.max_sampling_rounds and _any_short(acc, parts, plan):
@@ -130,11 +137,19 @@ def collect(
     total = acc.reduce(torch.tensor([float(dropped), float(unfilled)], device=acc.device), reduction="sum").cpu()
     stats = {
         "time/reward": reward_seconds[0],
+        **_function_means(acc, per_function),
         "sampling/rounds": float(rounds),
         "sampling/discarded_samples": float(total[0]) * cfg.algorithm.samples_per_prompt,
         "sampling/unfilled_groups": float(total[1]),
     }
     return Collected(picked, [all_prompts[g] for g in chosen], stats)
+
+
+def _function_means(acc: Accelerator, per_function: dict[str, list[float]]) -> dict[str, float]:
+    """``reward/<name>``: each reward function's mean over all processes' samples it applied to (NaN if none)."""
+    local = torch.tensor([[sum(v), float(len(v))] for v in per_function.values()], device=acc.device)
+    total = acc.reduce(local, reduction="sum").cpu()
+    return {f"reward/{name}": float(s / n) if n else float("nan") for name, (s, n) in zip(per_function, total.tolist())}
 
 
 def _keep_informative(merged: ScoredRollouts, plan: BatchPlan, cfg: RunConfig) -> tuple[ScoredRollouts, list[int], int, int]:
@@ -160,10 +175,10 @@ def _any_short(acc: Accelerator, parts: list[ScoredRollouts], plan: BatchPlan) -
 
 
 def greedy_baseline(
-    engine: RolloutEngine, prompts: Sequence[Problem], reward_fn, cfg: RunConfig, group_ids: torch.Tensor
+    engine: RolloutEngine, prompts: Sequence[Problem], rewards_of: WeightedRewards, cfg: RunConfig, group_ids: torch.Tensor
 ) -> torch.Tensor:
     """(B,) ReMax baseline (arXiv 2310.10505, Eq. 7): the reward of one greedy response per prompt,
     for every sample of that prompt."""
     params = SamplingParams(n=1, greedy=True, max_new_tokens=cfg.rollout.max_new_tokens)
-    greedy = score(engine.generate([p.prompt for p in prompts], params), prompts, reward_fn, cfg)
+    greedy = score(engine.generate([p.prompt for p in prompts], params), prompts, rewards_of, cfg)
     return greedy.rewards[group_ids]

@@ -68,7 +68,7 @@ def extract_answer(text: str) -> str | None:
     >>> extract_answer("I think it is 5.") is None, extract_answer(r"\boxed{}") is None
     (True, True)
     """
-    boxed = _last_boxed(text)
+    boxed = last_boxed(text)
     if boxed is not None:
         return boxed
     tagged = _last_answer_tag(text)
@@ -98,7 +98,8 @@ def _last_answer_tag(text: str) -> str | None:
     return None
 
 
-def _last_boxed(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
+    r"""The content of the last complete, non-empty ``\boxed{...}`` (or ``\fbox``), or None."""
     boxes = list(_BOXED.finditer(text))
     closing = _matching_braces(text) if boxes else {}
     for match in reversed(boxes):
@@ -260,4 +261,4 @@ def math_reward(prompts: list[str], completions: list[str], answer: list[Any], *
     return list(verdicts)
 
 
-__all__ = ["check_equivalent", "extract_answer", "gold_answer", "math_reward", "score_math"]
+__all__ = ["check_equivalent", "extract_answer", "gold_answer", "last_boxed", "math_reward", "score_math"]
