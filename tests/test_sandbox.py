@@ -205,6 +205,34 @@ attempt("read:secret", lambda: open({str(secret)!r}).read())
     trainer.assert_untouched(result)
 
 
+def test_shared_packages_are_read_only_and_alone(trainer: TrainerState, isolation: Isolation) -> None:
+    """numpy is importable (EvalPlus's tests need it), but its folder cannot be changed and the rest
+    of its site-packages (torch, the trainer's other libraries) stays out of sight."""
+    _require(isolation, isolation.uid is not None and isolation.mounts, "a separate uid and a mount namespace")
+    import numpy
+
+    folder = os.path.dirname(numpy.__file__)
+    before = sorted(os.listdir(folder))
+    program = ATTEMPT + f"""
+import os, numpy
+print("numpy", numpy.linalg.det(numpy.eye(2)))
+attempt("write:numpy", lambda: open(os.path.join({folder!r}, "pwned.py"), "w").write("pwned"))
+attempt("chmod:numpy", lambda: os.chmod({folder!r}, 0o777))
+attempt("import:torch", lambda: __import__("torch"))
+print("site", sorted(os.listdir(os.path.dirname({folder!r}))))
+"""
+    result = run_program(program, packages=["numpy"], **LIMITS)
+    assert result.status == "ok", result.stderr
+    assert "numpy 1.0" in result.stdout
+    assert _attempts_failed(result.stdout, ["write:numpy", "chmod:numpy", "import:torch"]), result.stdout
+    site = next(line for line in result.stdout.splitlines() if line.startswith("site"))
+    assert set(eval(site[len("site "):])) <= {"numpy", "numpy.libs"}  # noqa: S307  our own printed list
+    assert sorted(os.listdir(folder)) == before
+    with pytest.raises(ValueError, match="not an installed top-level package"):
+        sandbox_module.shared_package_folders(["no_such_package_here"])
+    trainer.assert_untouched(result)
+
+
 def test_workdir_is_private_and_removed_afterwards(trainer: TrainerState, isolation: Isolation) -> None:
     _require(isolation, isolation.mounts, "a mount namespace (private /tmp)")
     program = """
@@ -271,7 +299,7 @@ print(open("/proc/self/environ").read().replace("\\0", " "))
     assert secret not in result.stdout + result.stderr
     attempt_line, names, _ = result.stdout.split("\n", 2)
     assert _attempts_failed(attempt_line, ["trainer environ"]), result.stdout
-    assert json.loads(names) == ["HOME", "LANG", "LC_ALL", "PATH", "TMPDIR"]
+    assert json.loads(names) == ["HOME", "LANG", "LC_ALL", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PATH", "TMPDIR"]
     monkeypatch.undo()
     trainer.assert_untouched(result)
 

@@ -1,23 +1,28 @@
 """Verifier for code: 1.0 when the completion's program passes every test, run in the sandbox.
 
-Three test formats, chosen per sample by the dataset columns it has (the first one present):
+Test formats, chosen per sample by the dataset columns it has (the first one present):
 
 - stdin/stdout (LiveCodeBench style): ``tests``, a list (or its JSON text) of
-  ``{"input": ..., "output": ...}``. The program runs once per case (in its own sandbox, as
-  ``__main__``, with ``exit``/``quit`` defined as ``site`` would); it passes a case when it exits 0
-  and its stdout equals the expected output after normalising trailing whitespace (of each line and
-  of the whole).
+  ``{"input": ..., "output": ...}``, plus ``private_tests`` (more cases, e.g. LiveCodeBench's
+  hidden ones). The program runs once per case (in its own sandbox, as ``__main__``, with
+  ``exit``/``quit`` defined as ``site`` would); it passes a case when it exits 0 and its stdout
+  equals the expected output after normalising trailing whitespace (of each line and of the whole).
+- functional (LiveCodeBench's LeetCode problems): the same columns with ``fn_name`` and cases of
+  ``"testtype": "functional"``; each case calls ``Solution().<fn_name>`` (:func:`functional_tests`).
+- MBPP+ style: ``test_script``, a script of asserts (EvalPlus's ``test``), ``test_imports`` first.
 - MBPP style: ``test_list``, assert statements, with the optional ``test_imports`` run first.
 - HumanEval style: ``test`` defines ``check(candidate)``, called with the function ``entry_point``.
 
-In the two function formats the program runs as module ``__solution__``, so its ``if __name__ ==
-"__main__":`` block (examples, ``input()``) does not run; it must define the tested function itself
-(HumanEval's prompt is not prepended, so it needs its own imports, e.g. ``from typing import List``).
+In the function formats (all but stdin/stdout) the program runs as module ``__solution__``, so its
+``if __name__ == "__main__":`` block (examples, ``input()``) does not run; it must define the tested
+function itself (HumanEval's prompt is not prepended, so it needs its own imports, e.g. ``from
+typing import List``). Programs and tests may import the standard library and numpy (EvalPlus's
+tests compare floats with it), shared read-only by the sandbox; nothing else installed.
 
 The program is the last ```python (or ```py, or bare ```) fenced block of the completion, or the
 whole completion when it has no closed fence (:func:`extract_program`).
 
-Faked success. In the two function formats the tests run in the program's own interpreter, so the
+Faked success. In the function formats the tests run in the program's own interpreter, so the
 harness (:data:`HARNESS`) trusts nothing the program can write. A sample passes only when the
 sandbox run exits 0 *and* the control channel carries exactly ``done <number of tests>`` followed by
 ``verdict <nonce>``, where the nonce is a fresh random value the parent sends only in reply to
@@ -66,6 +71,7 @@ class Limits:
     timeout_s: float = 10.0  # wall clock; higher tolerates slow machines, lower bounds a batch's scoring time
     memory_mb: int = 1024  # address space; the interpreter alone takes about 30 MB
     max_output_bytes: int = 1 << 20  # per stream; more kills the program (and fails it)
+    packages: tuple[str, ...] = ("numpy",)  # installed packages programs and tests may import (EvalPlus's tests use numpy)
 
 
 DEFAULT_LIMITS = Limits()
@@ -79,6 +85,7 @@ class FunctionTests:
     setup: tuple[str, ...]  # run before the program, in the tests' namespace (imports)
     tests: tuple[str, ...]  # statements; each must run without raising
     entry_point: str | None = None  # a name the tests use even if it shadows a builtin
+    prelude: str = ""  # source run before the program, in its namespace (LiveCodeBench's imports)
 
 
 @dataclass(frozen=True)
@@ -207,7 +214,7 @@ def passes(program: str, tests: CodeTests, limits: Limits = DEFAULT_LIMITS) -> b
 def _passes_case(program: str, stdin: str, expected: str, limits: Limits) -> bool:
     max_output = max(limits.max_output_bytes, 2 * len(expected))
     result = run_program(_STDIO_BOOT, files={"solution.py": program}, stdin=stdin, timeout_s=limits.timeout_s,
-                         memory_mb=limits.memory_mb, max_output_bytes=max_output)  # fmt: skip
+                         memory_mb=limits.memory_mb, max_output_bytes=max_output, packages=limits.packages)  # fmt: skip
     return result.status == "ok" and normalise_output(result.stdout) == normalise_output(expected)
 
 
@@ -218,33 +225,73 @@ def _passes_function_tests(program: str, tests: FunctionTests, limits: Limits) -
     def answer(line: bytes) -> bytes | None:  # the nonce, once, and only for "done"
         return replies.pop() if line.startswith(b"done") and replies else None
 
-    spec = {"program": program, "setup": list(tests.setup), "tests": list(tests.tests), "entry_point": tests.entry_point,
+    spec = {"program": tests.prelude + program, "setup": list(tests.setup), "tests": list(tests.tests), "entry_point": tests.entry_point,
             "modules": imported_modules([*tests.setup, *tests.tests])}  # fmt: skip
     result = run_program(HARNESS, files={"spec.json": json.dumps(spec)}, control=answer, timeout_s=limits.timeout_s,
-                         memory_mb=limits.memory_mb, max_output_bytes=limits.max_output_bytes)  # fmt: skip
+                         memory_mb=limits.memory_mb, max_output_bytes=limits.max_output_bytes,
+                         packages=limits.packages)  # fmt: skip
     expected = (b"done %d" % len(tests.tests), b"verdict " + nonce)
     return result.status == "ok" and result.returncode == 0 and result.control == expected
 
 
 def parse_tests(sample: dict[str, Any]) -> CodeTests | None:
-    """The tests of one sample (a row of dataset columns), or None when it has none.
+    r"""The tests of one sample (a row of dataset columns), or None when it has none.
 
     >>> parse_tests({"test_list": ["assert f(1) == 2"], "test_imports": ["import math"]})
-    FunctionTests(setup=('import math',), tests=('assert f(1) == 2',), entry_point='f')
-    >>> parse_tests({"tests": '[{"input": "1\\\\n", "output": "2\\\\n"}]'})
-    StdioTests(cases=(('1\\n', '2\\n'),))
-    >>> parse_tests({"test": "def check(candidate):\\n    assert candidate(1) == 2\\n", "entry_point": "f"}).tests[1]
+    FunctionTests(setup=('import math',), tests=('assert f(1) == 2',), entry_point='f', prelude='')
+    >>> parse_tests({"tests": '[{"input": "1\\n", "output": "2\\n"}]', "private_tests": [{"input": "2", "output": "3"}]})
+    StdioTests(cases=(('1\n', '2\n'), ('2', '3')))
+    >>> parse_tests({"test": "def check(candidate):\n    assert candidate(1) == 2\n", "entry_point": "f"}).tests[1]
     'check(f)'
+    >>> parse_tests({"test_script": "assert f(1) == 2", "test_list": ["assert f(0) == 1"]}).tests
+    ('assert f(1) == 2',)
     """
     if sample.get("tests") is not None:
-        cases = json.loads(sample["tests"]) if isinstance(sample["tests"], str) else sample["tests"]
+        cases = [*_cases(sample["tests"]), *_cases(sample.get("private_tests"))]
+        if sample.get("fn_name") and any(case.get("testtype") == "functional" for case in cases):
+            return functional_tests(sample["fn_name"], cases)
         return StdioTests(tuple((str(case["input"]), str(case["output"])) for case in cases))
+    if sample.get("test_script") is not None:  # MBPP+: one script of its own asserts, after the program
+        tests = (sample["test_script"],)
+        return FunctionTests(tuple(sample.get("test_imports") or ()), tests, mbpp_entry_point(sample.get("test_list") or tests))
     if sample.get("test_list") is not None:
         setup, tests = tuple(sample.get("test_imports") or ()), tuple(sample["test_list"])
         return FunctionTests(setup, tests, mbpp_entry_point(tests))
     if sample.get("test") is not None and sample.get("entry_point"):
         return FunctionTests((), (sample["test"], f"check({sample['entry_point']})"), sample["entry_point"])
     return None
+
+
+def _cases(value: Any) -> list[dict[str, Any]]:
+    """Test cases given as a list or as its JSON text; None is none."""
+    if value is None:
+        return []
+    return list(json.loads(value) if isinstance(value, str) else value)
+
+
+# What lcb_runner puts before a LeetCode solution (lcb_runner/evaluation/testing_util.py, import_string):
+# starter code uses List, Optional, ... unimported, and solutions lean on the standard library's names.
+LIVECODEBENCH_PRELUDE = "".join(
+    f"from {m} import *\n" for m in ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math",
+                                     "random", "statistics", "itertools", "functools", "operator", "io", "typing")
+) + "import string, re, datetime, collections, heapq, bisect, copy, math, random, statistics, itertools, functools, operator, io, sys, json\n"  # fmt: skip
+
+
+def functional_tests(fn_name: str, cases: Sequence[dict[str, Any]]) -> FunctionTests:
+    r"""LiveCodeBench's functional (LeetCode) cases as harness tests, graded as lcb_runner does: the
+    method ``fn_name`` of ``Solution()`` (or a plain function of that name) is called with one JSON
+    value per input line; a tuple result counts as a list; it must equal the JSON output.
+
+    >>> functional_tests("add", [{"input": "1\n2", "output": "3"}]).tests[0].splitlines()[1]
+    "_result = _call(*[json.loads(line) for line in '1\\n2'.split('\\n')])"
+    """
+    tests = tuple(
+        f"_call = Solution().{fn_name} if 'Solution' in globals() else {fn_name}\n"
+        f"_result = _call(*[json.loads(line) for line in {str(case['input'])!r}.split('\\n')])\n"
+        f"assert (list(_result) if isinstance(_result, tuple) else _result) == json.loads({str(case['output'])!r})"
+        for case in cases
+    )
+    return FunctionTests(("import json",), tests, fn_name, prelude=LIVECODEBENCH_PRELUDE)
 
 
 def imported_modules(sources: Sequence[str]) -> list[str]:
@@ -284,7 +331,7 @@ def mbpp_entry_point(tests: Sequence[str]) -> str | None:
     return next((name for name in called if not hasattr(builtins, name)), called[0] if called else None)
 
 
-_COLUMNS = ("tests", "test_list", "test", "entry_point", "test_imports")
+_COLUMNS = ("tests", "private_tests", "fn_name", "test_script", "test_list", "test", "entry_point", "test_imports")
 
 
 def code_reward(prompts: list[str], completions: list[str], **columns: Any) -> list[float | None]:
@@ -298,10 +345,10 @@ def code_reward(prompts: list[str], completions: list[str], **columns: Any) -> l
     ...             test_list=[["assert f(1) == 2"]] * 2)
     [1.0, 0.0]
     """
-    if not any(name in columns for name in _COLUMNS):
+    if not any(name in columns for name in ("tests", "test_script", "test_list", "test")):
         raise ValueError(
-            "code_reward needs test columns, one of: tests (stdin/stdout), test_list (MBPP), test + entry_point"
-            f" (HumanEval); got {sorted(columns)}"
+            "code_reward needs test columns, one of: tests (stdin/stdout or, with fn_name, functional), test_script"
+            f" (MBPP+), test_list (MBPP), test + entry_point (HumanEval); got {sorted(columns)}"
         )
     lengths = {name: len(columns[name]) for name in _COLUMNS if name in columns} | {"prompts": len(prompts)}
     if set(lengths.values()) != {len(completions)}:

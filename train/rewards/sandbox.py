@@ -24,15 +24,17 @@ process and the file system were left as they were.
   mount namespace, the trainer's folders are covered by empty tmpfs (``/root``, ``/home``, the
   trainer's home, the repository and its parent folder, which holds the data and the virtualenv),
   and so are the world-writable ones and the sockets in them (``/tmp``, ``/var/tmp``, ``/dev/shm``,
-  ``/run``); the interpreter's own prefix is re-bound read-only. Everywhere else, file permissions
+  ``/run``); the interpreter's own prefix is re-bound read-only, and so are the folders of the
+  installed packages a caller shares (``packages=``: numpy, which EvalPlus's tests import), on the
+  program's ``sys.path`` and nothing else of their site-packages. Everywhere else, file permissions
   apply to the unprivileged uid: it can read world-readable system files (``/usr``, ``/etc``) and
   write nothing outside its folder.
 - **network**: a new network namespace whose only interface, loopback, is down: no connection
   to anything, including the trainer's services on 127.0.0.1 and abstract Unix sockets; the Unix
   sockets with paths (wandb's service, X11) are under the covered folders.
-- **environment**: the program gets a fresh environment (PATH, HOME, TMPDIR, LANG), so none of
-  the trainer's secrets (WANDB_API_KEY, HF_TOKEN, ...), and as another uid it cannot read the
-  trainer's ``/proc/<pid>/environ``. A new IPC namespace hides System V IPC and POSIX queues.
+- **environment**: the program gets a fresh environment (PATH, HOME, TMPDIR, LANG, one BLAS
+  thread), so none of the trainer's secrets (WANDB_API_KEY, HF_TOKEN, ...), and as another uid it
+  cannot read the trainer's ``/proc/<pid>/environ``. A new IPC namespace hides System V IPC and POSIX queues.
 - **output**: stdout and stderr are read as they come, each capped at ``max_output_bytes``; a
   program that writes more is killed, so a flood ends promptly and never blocks the parent.
 - **isolation of the interpreter**: ``-I -S``: no PYTHON* variables, no user or site packages,
@@ -60,6 +62,8 @@ replies arrive on fd :data:`CONTROL_IN_FD` (the code verifier's handshake).
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import logging
 import os
@@ -74,7 +78,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +127,31 @@ def default_hidden_folders() -> list[str]:
     return outermost
 
 
+@functools.lru_cache(maxsize=16)
+def _package_folders(name: str) -> tuple[list[str], str]:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations or "." in name:
+        raise ValueError(f"sandbox packages: {name!r} is not an installed top-level package of this environment")
+    folder = os.path.realpath(next(iter(spec.submodule_search_locations)))
+    site = os.path.dirname(folder)
+    libs = os.path.join(site, f"{name}.libs")  # auditwheel's bundled shared libraries (numpy.libs: OpenBLAS)
+    return [folder, *([libs] if os.path.isdir(libs) else [])], site
+
+
+def shared_package_folders(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(folders to re-bind read-only, folders to put on ``sys.path``) for installed top-level packages.
+
+    Only each package's own folder (and its bundled ``<name>.libs``) is shared, not its site-packages.
+    """
+    binds: list[str] = []
+    paths: list[str] = []
+    for name in names:
+        folders, site = _package_folders(name)
+        binds += folders
+        paths.append(site)
+    return binds, list(dict.fromkeys(paths))
+
+
 def run_program(
     source: str,
     *,
@@ -136,6 +165,7 @@ def run_program(
     control: Callable[[bytes], bytes | None] | None = None,
     python: str | None = None,
     uid: int | None = None,
+    packages: Sequence[str] = (),
 ) -> SandboxResult:
     """Run ``source`` as ``main.py`` under the limits above; never raises for the program's sake.
 
@@ -143,13 +173,18 @@ def run_program(
     ``main.py``, read-only. ``control``, when given, opens the line channel: each line the program
     writes to fd 3 is passed to it, and its reply, if any, is written to the program's fd 4.
     ``python`` defaults to the interpreter running the trainer (its real path, not a virtualenv's),
-    ``uid`` to a fresh random one (the same number is the gid).
+    ``uid`` to a fresh random one (the same number is the gid). ``packages`` names installed
+    top-level packages of the trainer's environment the program may import (read-only; see
+    :func:`shared_package_folders`).
 
     >>> run_program("print(input()[::-1])", stdin="olleh", timeout_s=10, memory_mb=256).stdout
     'hello\\n'
     """
     start = time.monotonic()
     python = python or os.path.realpath(sys.executable)
+    read_only, import_paths = shared_package_folders(packages)
+    if import_paths:  # -I -S leaves site-packages off sys.path; trusted code, before the source's first line
+        source = f"import sys; sys.path[:0] = {import_paths!r}\n{source}"
     uid = uid if uid is not None else (1 << 30) + secrets.randbelow(1 << 29)  # no passwd entry, shared by no one
     run_dir: str | None = None
     pipes: list[int] = []
@@ -167,10 +202,11 @@ def run_program(
             os.set_blocking(control_in_w, False)
         child_fds = [fd for fd in (status_w, control_out_w, control_in_r) if fd is not None]
         workdir = os.path.join(run_dir, "work")
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # BLAS must not start threads: it cannot
         spec = {
             "inputs": inputs, "workdir": workdir, "hide": default_hidden_folders(),
-            "python": python, "prefix": os.path.dirname(os.path.dirname(python)),
+            "python": python, "read_only": [os.path.dirname(os.path.dirname(python)), *read_only],
             "uid": uid, "gid": uid, "memory_mb": memory_mb, "cpu_s": cpu_s if cpu_s is not None else timeout_s,
             "disk_mb": disk_mb, "status_fd": status_w, "control_fds": child_fds[1:], "env": env,
         }  # fmt: skip

@@ -8,8 +8,8 @@ order, it:
 1. reads the program's input files, while their folder is still visible;
 2. enters new mount, network and IPC namespaces (each logged as a fallback when refused);
 3. in the mount namespace, covers the folders listed in ``hide`` with empty tmpfs, re-binds the
-   interpreter's prefix read-only where it was, and mounts a small private tmpfs at ``workdir``;
-   without one, it uses the host folder ``workdir`` instead;
+   interpreter's prefix and the shared packages read-only where they were, and mounts a small
+   private tmpfs at ``workdir``; without one, it uses the host folder ``workdir`` instead;
 4. writes the input files into ``workdir``, sets the resource limits, sets no-new-privileges,
    drops to the unprivileged ``uid``/``gid`` (no supplementary groups), and only then sets
    RLIMIT_NPROC=0 (set before the drop, the kernel would refuse the exec below);
@@ -61,17 +61,18 @@ def _unshare(report: dict[str, Any]) -> None:
 
 
 def _private_mounts(spec: dict[str, Any]) -> None:
-    """Hide ``spec["hide"]``, keep the interpreter's prefix, mount a private tmpfs at the workdir."""
+    """Hide ``spec["hide"]``, keep ``spec["read_only"]`` (the interpreter's prefix, shared packages)
+    read-only where they were, mount a private tmpfs at the workdir."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing done here reaches the host's mounts
-    prefix = spec["prefix"]
-    prefix_fd = os.open(prefix, os.O_PATH | os.O_DIRECTORY)  # opened before its parents are covered
+    kept = {folder: os.open(folder, os.O_PATH | os.O_DIRECTORY) for folder in spec["read_only"]}  # before covering
     for folder in spec["hide"]:
         _mount("none", folder, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=64k,nr_inodes=64,mode=755")
-    if any(prefix == h or prefix.startswith(h.rstrip("/") + "/") for h in spec["hide"]):
-        os.makedirs(prefix, mode=0o755, exist_ok=True)  # inside the covering tmpfs
-        _mount(f"/proc/self/fd/{prefix_fd}", prefix, None, MS_BIND | MS_REC)
-        _mount(None, prefix, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    os.close(prefix_fd)
+    for folder, fd in kept.items():
+        if any(folder == h or folder.startswith(h.rstrip("/") + "/") for h in spec["hide"]):
+            os.makedirs(folder, mode=0o755, exist_ok=True)  # inside the covering tmpfs
+            _mount(f"/proc/self/fd/{fd}", folder, None, MS_BIND | MS_REC)
+            _mount(None, folder, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        os.close(fd)
     os.makedirs(spec["workdir"], mode=0o755, exist_ok=True)
     options = f"size={spec['disk_mb']}m,nr_inodes=4096,mode=700,uid={spec['uid']},gid={spec['gid']}"
     _mount("none", spec["workdir"], "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options)
