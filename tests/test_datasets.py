@@ -62,7 +62,9 @@ def test_every_preset_composes_and_validates(preset):
         assert task.dataset and task.prompt_field and (task.train_split or task.test_split)
         assert "# Hub: " in (CONF_TASK / f"{preset}.yaml").read_text()  # the mapping says where it comes from
     if task.reward == "code":
-        assert task.columns and set(task.columns) <= set(CODE_COLUMNS) and task.template == "code"
+        template_only = {"starter_code"}  # shown in the prompt, ignored by the verifier
+        assert task.columns and set(task.columns) <= set(CODE_COLUMNS) | template_only and task.template == "code"
+        assert set(task.column_decoders) <= set(task.columns)
     if task.reward == "math":
         assert task.answer_field and not task.columns
     assert run_config(f"task={preset}", "task.path=/some/copy.jsonl").task.path == "/some/copy.jsonl"

@@ -99,6 +99,7 @@ class TaskConfig:
     id_field: Optional[str] = None  # field with a unique, stable problem id; null = the row index
     columns: list[str] = field(default_factory=list)  # fields passed to the verifier by name (e.g. test_list)
     column_fields: dict[str, str] = field(default_factory=dict)  # column -> field it comes from, when named otherwise
+    column_decoders: dict[str, str] = field(default_factory=dict)  # column -> decoder of an encoded field (json, ...)
     template: str = "plain"  # prompt template (train.tasks.templates.TEMPLATES): plain, boxed, r1, code
     chat: bool = False  # wrap prompts in the tokenizer's chat template (instruct models); false for base models
     seed: int = 1234  # problems are generated from this seed: same seed, same splits

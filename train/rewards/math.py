@@ -2,8 +2,9 @@ r"""Verifier of math answers: extract the final answer, then ask math-verify whe
 
 Extraction (:func:`extract_answer`, plain Python in the caller) takes, in order of preference, the
 last ``\boxed{...}`` (or ``\fbox{...}``, or ``\boxed 5`` without braces), the last R1-style
-``<answer>...</answer>``, GSM8K's last ``#### n``, the last "the answer is ...". A truncated
-``\boxed{`` with unbalanced braces is not an answer, so an earlier complete one counts instead.
+``<answer>...</answer>``, GSM8K's last ``#### n``, the last "the answer is ...", the last
+"Answer: ..." (DAPO-Math's instruction). A truncated ``\boxed{`` with unbalanced braces is not an
+answer, so an earlier complete one counts instead.
 
 Equivalence (:func:`check_equivalent`) wraps gold and candidate in ``\boxed{}`` and compares them
 with math-verify's ``parse`` and ``verify`` (https://github.com/huggingface/Math-Verify): fractions
@@ -39,7 +40,10 @@ WORKERS = min(4, os.cpu_count() or 1)  # checks take milliseconds; more workers 
 _BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _SPACES = re.compile(r"\s*")
 _BOXED_BARE = re.compile(r"\s+([^\s$]+)")  # "\boxed 5": one token
-_PROSE_MARKERS = (re.compile("####"), re.compile(r"\banswer is\b", re.IGNORECASE))  # GSM8K's, then prose
+# GSM8K's, prose, then DAPO-Math's last line "Answer: $Answer" (as verl's math_dapo reads it)
+_PROSE_MARKERS = (
+    re.compile("####"), re.compile(r"\banswer is\b", re.IGNORECASE), re.compile(r"\banswer\s*:", re.IGNORECASE)
+)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
 _DOLLAR = re.compile(r"(?<!\\)\$")  # math delimiters, not "\$" (a currency sign)
 # "18 dollars", "5 apples": prose answers name a unit in plain words; not "3 or four"
@@ -65,6 +69,8 @@ def extract_answer(text: str) -> str | None:
     ('18', '3.5')
     >>> extract_answer("The answer is 3, no, the answer is 4.")
     '4'
+    >>> extract_answer("So 17 + 17 = 34.\nAnswer: $34$")
+    '34'
     >>> extract_answer("I think it is 5.") is None, extract_answer(r"\boxed{}") is None
     (True, True)
     """

@@ -9,7 +9,8 @@ One loader, :func:`load` (registered as ``task.loader=dataset``), serves every p
 - what: ``task.prompt_field`` (the question, then put through ``task.template``), ``task.answer_field``
   (the gold answer, read by ``task.answer_extract``), ``task.id_field`` (null = the row index), and
   ``task.columns``, the fields the verifier needs, carried in ``Problem.metadata`` and passed to the
-  reward function by name (``task.column_fields`` maps a column to a differently named field).
+  reward function by name (``task.column_fields`` maps a column to a differently named field,
+  ``task.column_decoders`` names a decoder from :data:`DECODERS` for a column stored encoded).
 
 Field names may be dotted paths into nested rows, with integers for list items: ``prompt.0.content``.
 Every error says what to set: a missing field lists the fields the rows have.
@@ -17,7 +18,12 @@ Every error says what to set: a missing field lists the fields the rows have.
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import logging
+import pickle
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -74,9 +80,58 @@ def last_boxed(answer: str) -> str:
     raise ValueError(f"unbalanced \\boxed{{ in answer (task.answer_extract=boxed): {answer[-80:]!r}")
 
 
+Decoder = Callable[[Any], Any]
+DECODERS: Registry[Decoder] = Registry("column decoder")
+
+
+@DECODERS.register("json")
+def json_text(value: Any) -> Any:
+    """JSON text as the value it encodes; anything else (already decoded by the loader) as it is."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+class _DataOnly(pickle.Unpickler):
+    """Unpickles plain data only: a pickle that names any class or function is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refused: the data names {module}.{name}; only plain values are read")
+
+
+@DECODERS.register("livecodebench_tests")
+def livecodebench_tests(value: Any) -> Any:
+    """LiveCodeBench's ``private_test_cases``: JSON text, or base64 of zlib of a pickled JSON string
+    (lcb_runner/benchmarks/code_generation.py). The pickle is read as data only, never as code.
+
+    >>> packed = base64.b64encode(zlib.compress(pickle.dumps('[{"input": "1", "output": "2"}]'))).decode()
+    >>> livecodebench_tests(packed), livecodebench_tests('[]')
+    ([{'input': '1', 'output': '2'}], [])
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        text = _DataOnly(io.BytesIO(zlib.decompress(base64.b64decode(value.encode())))).load()
+        return json.loads(text)
+
+
+@DECODERS.register("livecodebench_fn_name")
+def livecodebench_fn_name(value: Any) -> Any:
+    """The function a LeetCode problem calls, from LiveCodeBench's ``metadata`` JSON; None for stdin problems.
+
+    >>> livecodebench_fn_name('{"func_name": "maxSum"}'), livecodebench_fn_name("{}")
+    ('maxSum', None)
+    """
+    return json_text(value).get("func_name")
+
+
 def load(cfg: TaskConfig, split: str) -> list[Problem]:
     """The problems of ``split`` ("train" or "test") of the dataset ``cfg`` describes, in row order."""
     template, extract = TEMPLATES[cfg.template], EXTRACTORS[cfg.answer_extract]  # fail before any loading
+    for column, decoder in cfg.column_decoders.items():
+        DECODERS[decoder]
+        if column not in cfg.columns:
+            raise ValueError(f"task.column_decoders names {column!r}, which is not in task.columns {list(cfg.columns)}")
     rows = read_rows(cfg, split)
     problems = [to_problem(row, index, cfg, template, extract) for index, row in enumerate(rows)]
     ids = [p.id for p in problems]
@@ -123,6 +178,8 @@ def to_problem(
 ) -> Problem:
     """One row as a Problem: the templated question, the extracted answer, the verifier's columns."""
     columns = {name: field_of(row, cfg.column_fields.get(name, name), f"columns ({name})") for name in cfg.columns}
+    for name, decoder in cfg.column_decoders.items():
+        columns[name] = DECODERS[decoder](columns[name])
     text = str(field_of(row, cfg.prompt_field, "prompt_field"))
     answer = extract(as_text(field_of(row, cfg.answer_field, "answer_field"))) if cfg.answer_field else ""
     problem_id = str(field_of(row, cfg.id_field, "id_field")) if cfg.id_field else str(index)
@@ -162,4 +219,4 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["BUILDERS", "EXTRACTORS", "as_text", "field_of", "load", "read_rows", "to_problem"]
+__all__ = ["BUILDERS", "DECODERS", "EXTRACTORS", "as_text", "field_of", "load", "read_rows", "to_problem"]

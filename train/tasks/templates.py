@@ -75,6 +75,8 @@ def code(text: str, columns: Mapping[str, Any]) -> str:
     - HumanEval (``entry_point``): the signature and docstring in a fence, to be completed. The
       verifier does not prepend this prompt, so the answer must be the whole function with its imports.
     - stdin/stdout (``tests``, LiveCodeBench): the statement; the program reads stdin, writes stdout.
+    - functional (``fn_name`` and ``starter_code``, LiveCodeBench's LeetCode problems): the statement
+      and the starter code to complete.
 
     >>> print(code("Add one.", {"test_list": ["assert f(1) == 2"]}))
     Add one.
@@ -91,6 +93,11 @@ def code(text: str, columns: Mapping[str, Any]) -> str:
         return (
             f"Complete the following Python function `{columns['entry_point']}`.\n\n```python\n{text.rstrip()}\n```\n\n"
             "Write the complete function, with its imports and signature, in a single ```python code block."
+        )
+    if columns.get("fn_name") and columns.get("starter_code"):  # LiveCodeBench's LeetCode problems, its wording
+        return (
+            f"{text}\n\nYou will use the following starter code to write the solution to the problem.\n"
+            f"```python\n{columns['starter_code'].rstrip()}\n```\n\n{CODE_FENCE_INSTRUCTION}"
         )
     if "tests" in columns:
         return f"{text}\n\nRead the input from standard input and write the answer to standard output.\n{CODE_FENCE_INSTRUCTION}"
