@@ -5,14 +5,20 @@ it and adds the cross-algorithm table (``comparison.json``) and plot (``comparis
 
 The run's resolved config (``run.json``, written by ``rlvr-train``) says which task, base model and
 evaluation settings to use; ``key=value`` overrides on the command line apply on top of it.
+
+With ``base_only=true`` and a ``run_dir`` that holds no run yet, it evaluates the model and task given
+on the command line (``model=hf model.name_or_path=... task=math500``) without any training: the
+paper's base-model pass@k curves. The folder then holds a run of its own, with no checkpoints.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import torch
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,9 +26,18 @@ from eval.compare import compare, print_comparison, write_comparison
 from eval.plot import plot_comparison
 from eval.sweep import eval_problems, records_path, report, sweep, targets_of
 from train.config import RunConfig, register_configs
-from train.tracking import RUN_INFO, Tracker, read_run_info
+from train.models import resolve_base
+from train.tracking import RUN_INFO, Tracker, read_run_info, write_run_info
+
+
+
+@dataclass
+class EvalAppConfig(RunConfig):
+    base_only: bool = False  # true: evaluate the configured model and task, untrained, into a new run_dir
+
 
 register_configs()
+ConfigStore.instance().store(name="eval_app_schema", node=EvalAppConfig)
 
 
 def sweep_and_report(run_dir: Path, cfg: RunConfig, progress: bool = True) -> dict:
@@ -58,11 +73,30 @@ def _log(run_dir: Path, cfg: RunConfig, run_config: dict, summary: dict) -> None
     tracker.finish()
 
 
+GROUPS = ("model", "task", "rollout", "logger", "eval", "algorithm", "deepspeed")
+
+
 def run_config_with_overrides(run_dir: Path, overrides: list[str]) -> RunConfig:
     """The run's saved config, then the command line's ``key=value`` overrides (run_dir aside)."""
     saved = OmegaConf.merge(OmegaConf.structured(RunConfig), read_run_info(run_dir)["config"])
-    extra = [o for o in overrides if not o.startswith("run_dir=")]
+    extra = [o.lstrip("+") for o in overrides if not o.startswith(("run_dir=", "base_only="))]
+    presets = [o for o in extra if o.split("=", 1)[0] in GROUPS]
+    if presets:
+        raise ValueError(
+            f"{run_dir} is a run with its own model and task; presets ({', '.join(presets)}) choose those for a new "
+            "evaluation (base_only=true with a new run_dir). Override single fields instead, e.g. eval.n=64"
+        )
     return OmegaConf.to_object(OmegaConf.merge(saved, OmegaConf.from_dotlist(extra)))
+
+
+def new_base_run(run_dir: Path, raw: DictConfig) -> RunConfig:
+    """A run folder for evaluating the configured model as it is: run.json, no checkpoints."""
+    resolved = OmegaConf.to_container(raw, resolve=True)
+    resolved.pop("base_only")
+    cfg: RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), resolved))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_info(run_dir, resolve_base(cfg.model, cfg.task), resolved)
+    return cfg
 
 
 def runs_in(folder: Path) -> list[Path]:
@@ -71,7 +105,10 @@ def runs_in(folder: Path) -> list[Path]:
         return [folder]
     runs = sorted(path.parent for path in folder.glob(f"*/{RUN_INFO}"))
     if not runs:
-        raise FileNotFoundError(f"{folder} holds no run written by rlvr-train (no {RUN_INFO} in it or its subfolders)")
+        raise FileNotFoundError(
+            f"{folder} holds no run written by rlvr-train (no {RUN_INFO} in it or its subfolders); to evaluate a model "
+            "without training, add base_only=true with its model and task (model=hf model.name_or_path=... task=...)"
+        )
     return runs
 
 
@@ -93,6 +130,9 @@ def compare_runs(folder: Path, runs: list[Path], overrides: list[str]) -> dict:
 def _hydra_main(raw: DictConfig) -> None:
     folder = Path(raw.run_dir)
     overrides = list(HydraConfig.get().overrides.task)
+    if raw.base_only and not (folder / RUN_INFO).exists():
+        sweep_and_report(folder, new_base_run(folder, raw))
+        return
     runs = runs_in(folder)
     if runs == [folder]:
         sweep_and_report(folder, run_config_with_overrides(folder, overrides))

@@ -28,3 +28,17 @@ def tiny_model(tiny_tokenizer):
 def tiny_cache(tmp_path_factory):
     """One model cache per test session: the TINY built-in base is built once and shared."""
     return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def text_model(tmp_path_factory):
+    """A tiny random Llama over printable ASCII, saved as a folder: a stand-in for a hub model on real text
+    (it writes gibberish, so it scores 0, but every preset's prompts, sampling and verifier run)."""
+    import string
+
+    folder = tmp_path_factory.mktemp("text-model")
+    tokenizer = build_tokenizer(string.printable)
+    cfg = BuiltinModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=5)
+    build_model(cfg, tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
