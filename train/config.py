@@ -84,8 +84,8 @@ class TaskConfig:
     loader: str = "arithmetic"  # task loader (train.tasks.TASKS): arithmetic (built-in) or dataset (hub id or local file)
     reward: str = "arithmetic"  # verifier (train.rewards.REWARDS): its verdict is what accuracy and pass@k count
     # training reward = sum of weight * function over these (TRL's reward_funcs + reward_weights), e.g.
-    # +task.rewards={math:1.0,boxed_format:0.1} (the + adds keys); names are registered ones or import
-    # paths pkg.module.fn; {} = the verifier alone
+    # '+task.rewards={math:1.0,boxed_format:0.1}' (+ adds keys; quotes stop bash expanding {a,b});
+    # names are registered ones or import paths pkg.module.fn; {} = the verifier alone
     rewards: dict[str, float] = field(default_factory=dict)
     # Real datasets (loader=dataset); see train/tasks/datasets.py. The arithmetic fields below do not apply.
     dataset: Optional[str] = None  # hub id for datasets.load_dataset; null = task.path only
