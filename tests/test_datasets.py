@@ -166,3 +166,37 @@ def test_apply_chat_wraps_user_turns_and_refuses_tokenizers_without_a_template(t
     assert apply_chat(["1+1=", "2+2="], tiny_tokenizer) == ["<user>1+1=</user><assistant>", "<user>2+2=</user><assistant>"]
     problem = Problem("a", "1+1=", "2", {"test_list": []})
     assert chat_problems([problem], tiny_tokenizer)[0] == Problem("a", "<user>1+1=</user><assistant>", "2")
+
+
+def test_encoded_columns_are_decoded_and_a_pickle_that_names_code_is_refused(tmp_path):
+    """LiveCodeBench packs hidden tests as base64(zlib(pickle)): decoded as data; a pickle that would
+    call a function (here: write a file) is refused before anything runs."""
+    import base64
+    import pickle
+    import zlib
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned.txt"), "w"))
+
+    def pack(obj):
+        return base64.b64encode(zlib.compress(pickle.dumps(obj))).decode()
+
+    rows = [{"q": "a", "public": '[{"input": "1", "output": "1"}]', "private": pack('[{"input": "2", "output": "2"}]'),
+             "meta": '{"func_name": "f"}'},
+            {"q": "b", "public": "[]", "private": pack(Exploit()), "meta": "{}"}]  # fmt: skip
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = TaskConfig(name="lcb", loader="dataset", reward="code", path=str(tmp_path / "rows.jsonl"), train_split=None,
+                      prompt_field="q", answer_field=None, columns=["tests", "private_tests", "fn_name"],
+                      column_fields={"tests": "public", "private_tests": "private", "fn_name": "meta"},
+                      column_decoders={"tests": "json", "private_tests": "livecodebench_tests", "fn_name": "livecodebench_fn_name"})  # fmt: skip
+    with pytest.raises(pickle.UnpicklingError, match="refused"):
+        load_task(task, "test")
+    assert not (tmp_path / "pwned.txt").exists()
+    (tmp_path / "rows.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (problem,) = load_task(task, "test")
+    assert problem.metadata == {"tests": [{"input": "1", "output": "1"}], "private_tests": [{"input": "2", "output": "2"}],
+                                "fn_name": "f"}  # fmt: skip
+    task.column_decoders = {"tests": "yaml"}
+    with pytest.raises(KeyError, match="known: json, livecodebench_fn_name, livecodebench_tests"):
+        load_task(task, "test")

@@ -34,7 +34,8 @@ process and the file system were left as they were.
   sockets with paths (wandb's service, X11) are under the covered folders.
 - **environment**: the program gets a fresh environment (PATH, HOME, TMPDIR, LANG, one BLAS
   thread), so none of the trainer's secrets (WANDB_API_KEY, HF_TOKEN, ...), and as another uid it
-  cannot read the trainer's ``/proc/<pid>/environ``. A new IPC namespace hides System V IPC and POSIX queues.
+  cannot read the trainer's ``/proc/<pid>/environ``. A new IPC namespace hides System V IPC and
+  POSIX queues.
 - **output**: stdout and stderr are read as they come, each capped at ``max_output_bytes``; a
   program that writes more is killed, so a flood ends promptly and never blocks the parent.
 - **isolation of the interpreter**: ``-I -S``: no PYTHON* variables, no user or site packages,

@@ -129,7 +129,7 @@ def load(cfg: TaskConfig, split: str) -> list[Problem]:
     """The problems of ``split`` ("train" or "test") of the dataset ``cfg`` describes, in row order."""
     template, extract = TEMPLATES[cfg.template], EXTRACTORS[cfg.answer_extract]  # fail before any loading
     for column, decoder in cfg.column_decoders.items():
-        DECODERS[decoder]
+        DECODERS[decoder]  # an unknown name fails here, listing the known ones
         if column not in cfg.columns:
             raise ValueError(f"task.column_decoders names {column!r}, which is not in task.columns {list(cfg.columns)}")
     rows = read_rows(cfg, split)
