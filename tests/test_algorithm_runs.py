@@ -8,6 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
 from tests.cli import TINY, metrics, run_cli
+from train.checkpoint import list_checkpoints
 from train.tracking import read_run_info
 
 ALGORITHMS = ["ppo", "grpo", "reinforce_pp", "rloo", "dapo", "remax"]
@@ -18,8 +19,10 @@ def test_algorithm_trains_and_checkpoints(algorithm, tmp_path, tiny_cache):
     run_dir = tmp_path / algorithm
     # GRPO's run also checks weighted rewards end to end: the verifier counted twice, plus a format reward
     rewards = ["+task.rewards={arithmetic:2.0,boxed_format:0.25}"] if algorithm == "grpo" else []
+    # RLOO's run also saves every step and keeps the train state of the newest checkpoint only
+    pruning = ["trainer.save_every=1", "trainer.keep_train_states=1"] if algorithm == "rloo" else []
     run_cli("rlvr-train", [f"algorithm={algorithm}", f"run_dir={run_dir}", f"model.cache_dir={tiny_cache}", *TINY,
-                           "trainer.total_steps=3", "eval.after_train=false", *rewards], cwd=tmp_path)
+                           "trainer.total_steps=3", "eval.after_train=false", *rewards, *pruning], cwd=tmp_path)
     logged = metrics(run_dir)
     assert [m["train/step"] for m in logged] == [1, 2, 3]
     for m in logged:
@@ -36,6 +39,9 @@ def test_algorithm_trains_and_checkpoints(algorithm, tmp_path, tiny_cache):
         assert all("sampling/discarded_samples" in m and "sampling/unfilled_groups" in m for m in logged)
     if algorithm == "remax":
         assert all(m["time/baseline_rollout"] > 0 for m in logged)
+    if algorithm == "rloo":
+        kept = {step: (folder / "train_state").is_dir() for step, folder in list_checkpoints(run_dir)}
+        assert kept == {1: False, 2: False, 3: True}
     if algorithm == "grpo":  # the arithmetic model never boxes an answer, so the reward is twice the accuracy
         for m in logged:
             assert m["reward/boxed_format"] == 0.0 and m["reward/arithmetic"] == pytest.approx(m["train/accuracy"])

@@ -97,3 +97,22 @@ def test_ppo_resume_restores_actor_and_critic(tmp_path, tiny_cache):
         b = cls.from_pretrained(crashed / "checkpoints/step_000004" / part).state_dict()
         for name in a:
             torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_pruned_train_states_keep_the_weights_and_refuse_resume_clearly(trained_run, tmp_path):
+    """trainer.keep_train_states=1: older checkpoints lose train_state/ (optimizer, RNG), never their weights."""
+    from accelerate import Accelerator
+
+    from train.checkpoint import load_training_state, prune_train_states
+
+    _, run_dir = trained_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    pruned = prune_train_states(copy, keep=1)
+    assert pruned == [copy / "checkpoints" / "step_000002" / "train_state"]
+    assert [step for step, _ in list_checkpoints(copy)] == [2, 4]  # both still evaluable
+    assert (copy / "checkpoints" / "step_000004" / "train_state").is_dir()
+    _weights(copy / "checkpoints" / "step_000002")  # loads
+    with pytest.raises(FileNotFoundError, match="keep_train_states"):
+        load_training_state(Accelerator(cpu=True), copy / "checkpoints" / "step_000002")
+    assert prune_train_states(copy, keep=1) == []

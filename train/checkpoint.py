@@ -5,6 +5,7 @@ Layout of ``<run_dir>/checkpoints/step_000050/``:
   critic/                                         -> PPO's value model (AutoModelForTokenClassification)
   rlvr_checkpoint.json                            -> step, metrics, run config; written last
   train_state/                                    -> accelerate/DeepSpeed state: optimizer, RNG, ...
+                                                     (only in the newest trainer.keep_train_states, if set)
 
 Everything is written to ``.tmp-step_000050`` and renamed into place once complete, so a crash
 leaves either a whole checkpoint or none (stale temp folders are removed on the next start).
@@ -65,8 +66,12 @@ def save_checkpoint(
     model,
     tokenizer: PreTrainedTokenizerBase,
     meta: dict[str, Any],
+    keep_train_states: int = 0,
 ) -> Path:
-    """Save on all processes (ZeRO shards are gathered or saved per rank); returns the final folder."""
+    """Save on all processes (ZeRO shards are gathered or saved per rank); returns the final folder.
+
+    ``keep_train_states`` > 0: afterwards, only the newest that many checkpoints keep ``train_state/``.
+    """
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(f".tmp-{final.name}")
     if accelerator.is_main_process:
@@ -88,12 +93,28 @@ def save_checkpoint(
         if final.exists():  # the same step saved again (e.g. a run restarted without resume)
             shutil.rmtree(final)
         os.replace(tmp, final)
+        if keep_train_states:
+            prune_train_states(run_dir, keep_train_states)
     accelerator.wait_for_everyone()
     return final
 
 
+def prune_train_states(run_dir: Path, keep: int) -> list[Path]:
+    """Delete ``train_state/`` of all but the newest ``keep`` checkpoints (their weights stay); returns what went."""
+    older = list_checkpoints(run_dir)[:-keep]
+    pruned = [folder / "train_state" for _, folder in older if (folder / "train_state").is_dir()]
+    for path in pruned:
+        shutil.rmtree(path)
+    return pruned
+
+
 def load_training_state(accelerator: Accelerator, path: Path) -> int:
     """Restore model, optimizer and RNG state from a checkpoint folder; returns its step."""
+    if not (Path(path) / "train_state").is_dir():
+        raise FileNotFoundError(
+            f"{path} has no train_state/ (trainer.keep_train_states removed it), so training cannot resume from it; "
+            "its weights still load as a model (model=hf model.name_or_path=<it>)"
+        )
     accelerator.load_state(str(Path(path) / "train_state"))
     return int(read_meta(path)["step"])
 

@@ -160,6 +160,9 @@ class TrainerConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
     save_every: int = 50  # steps between checkpoints (the last step is always saved)
+    # checkpoints that keep their train_state (optimizer, RNG: several times the weights' size); older ones
+    # keep only the HF weights that evaluation reads. Resume needs the newest. 0 = keep every one
+    keep_train_states: int = 0
     threads: int = 1  # torch CPU threads per process; >1 slows down under load on small CPUs
     mixed_precision: str = "no"  # "no", "bf16" or "fp16" (accelerate / DeepSpeed autocast on GPUs)
 
@@ -256,6 +259,8 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         raise ConfigError(f"trainer.mixed_precision={trainer.mixed_precision!r}; choose one of: no, bf16, fp16")
     if str(cfg.resume).lower() not in ("false", "true", "auto"):
         raise ConfigError(f"resume={cfg.resume!r}; choose one of: false, true, auto")
+    if trainer.keep_train_states < 0:
+        raise ConfigError(f"trainer.keep_train_states={trainer.keep_train_states} must be >= 0 (0 keeps every one)")
     if trainer.save_every < 1:
         raise ConfigError(f"trainer.save_every={trainer.save_every} must be >= 1")
     return BatchPlan(

@@ -69,7 +69,8 @@ def train(t: Trainer, start_step: int = 0) -> None:
             t.tracker.log(metrics, step=done)
         bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", reward=f"{metrics['train/reward_mean']:.2f}")
         if done % cfg.trainer.save_every == 0 or done == cfg.trainer.total_steps:
-            save_checkpoint(acc, t.run_dir, done, t.model, t.tokenizer, {"metrics": metrics, "config": t.run_config})
+            save_checkpoint(acc, t.run_dir, done, t.model, t.tokenizer, {"metrics": metrics, "config": t.run_config},
+                            keep_train_states=cfg.trainer.keep_train_states)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
