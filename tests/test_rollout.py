@@ -77,3 +77,25 @@ def test_bad_sampling_params_say_how_to_fix():
         SamplingParams(temperature=0.0)
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=1.5)
+
+
+
+def test_engine_choice_is_checked_at_start_up():
+    import importlib.util
+
+    from train.config import ConfigError, RunConfig, check
+
+    cfg = RunConfig()
+    cfg.rollout.engine = "sglang"
+    with pytest.raises(ConfigError, match="choose one of: hf, vllm"):
+        check(cfg, world_size=1)
+    cfg.rollout.engine = "vllm"
+    cfg.rollout.vllm.gpu_memory_utilization = 1.5
+    with pytest.raises(ConfigError, match=r"gpu_memory_utilization=1.5 must be in \(0, 1\]"):
+        check(cfg, world_size=1)
+    cfg.rollout.vllm.gpu_memory_utilization = 0.3
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ConfigError, match=r"pip install -e '\.\[vllm\]'"):
+            check(cfg, world_size=1)
+    else:
+        check(cfg, world_size=1)

@@ -112,12 +112,23 @@ class TaskConfig:
 
 
 @dataclass
+class VLLMConfig:
+    gpu_memory_utilization: float = 0.3  # share of each GPU vLLM takes (weights + KV cache) beside training (TRL's colocate default)
+    max_model_len: Optional[int] = None  # prompt + response tokens per sequence; null = the model's limit (smaller saves KV cache)
+    max_num_seqs: int = 256  # sequences vLLM decodes at once: throughput against memory
+    enforce_eager: bool = False  # true: no CUDA graphs (less memory and start-up time, slower decoding)
+    enable_prefix_caching: bool = True  # the n samples of a prompt share its KV cache
+    dtype: str = "auto"  # vLLM's weight dtype; auto = model.dtype (bfloat16 saves memory against float32 training weights)
+
+
+@dataclass
 class RolloutConfig:
-    engine: str = "hf"  # "hf" (transformers generate, runs anywhere) or "vllm" (GPUs)
+    engine: str = "hf"  # "hf" (transformers generate, runs anywhere) or "vllm" (colocated vLLM, one engine per process)
     temperature: float = 1.0  # sampling temperature for training rollouts (paper: 1.0)
     top_p: float = 1.0  # nucleus sampling for training rollouts (1.0 = off)
     max_new_tokens: int = 64  # response length cap: longer allows longer reasoning, costs time
-    batch_size: int = 256  # sequences generated at once per process: memory against speed
+    batch_size: int = 256  # sequences generated at once per process (hf engine): memory against speed
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)  # settings of the vllm engine
 
 
 @dataclass
@@ -253,8 +264,7 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         raise ConfigError(f"eval.n={ev.n} must be >= 1")
     if ev.k_max > ev.n:
         raise ConfigError(f"eval.k_max={ev.k_max} is larger than eval.n={ev.n} samples per problem; raise eval.n or lower eval.k_max")
-    if cfg.rollout.engine != "hf":
-        raise ConfigError(f"rollout.engine={cfg.rollout.engine!r} is not available; the built-in engine is: hf")
+    _check_engine(cfg.rollout)
     if trainer.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"trainer.mixed_precision={trainer.mixed_precision!r}; choose one of: no, bf16, fp16")
     if str(cfg.resume).lower() not in ("false", "true", "auto"):
@@ -272,3 +282,22 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         samples_per_mini_batch_per_process=mini_local,
         grad_accum=mini_local // trainer.micro_batch_size,
     )
+
+
+ENGINES = ("hf", "vllm")
+
+
+def _check_engine(rollout: RolloutConfig) -> None:
+    if rollout.engine not in ENGINES:
+        raise ConfigError(f"rollout.engine={rollout.engine!r} is unknown; choose one of: {', '.join(ENGINES)}")
+    if rollout.engine != "vllm":
+        return
+    if not 0 < rollout.vllm.gpu_memory_utilization <= 1:
+        raise ConfigError(f"rollout.vllm.gpu_memory_utilization={rollout.vllm.gpu_memory_utilization} must be in (0, 1]")
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            "rollout=vllm needs vLLM in this environment: pip install -e '.[vllm]' on GPUs "
+            "(README: vLLM rollouts), or use rollout=hf, which runs anywhere"
+        )

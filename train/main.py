@@ -27,6 +27,7 @@ from train.distributed import build_accelerator, keep_grad_norm, world_size_from
 from train.loop import Trainer, train
 from train.models import load_model, load_tokenizer, resolve_base
 from train.rewards import WeightedRewards
+from train.rollout.base import RolloutEngine
 from train.rollout.hf import HFEngine
 from train.tasks import load_task
 from train.tasks.templates import chat_problems
@@ -69,6 +70,7 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
     model, optimizer = acc.prepare(model, optimizer)
     keep_grad_norm(acc, model)
     acc.register_for_checkpointing(scheduler)
+    engine = _rollout_engine(cfg, base, tokenizer, model, acc)  # before resuming: vLLM reseeds torch's RNG
     uses_ref = cfg.algorithm.kl_coef > 0 or cfg.algorithm.reward_kl_coef > 0
     ref_model = _reference(cfg, base, acc) if uses_ref else None
     if start_step:
@@ -76,8 +78,6 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
         if acc.is_main_process:
             truncate_metrics(run_dir, start_step)
     tracker = Tracker(run_dir, cfg.logger, resolved, name=run_dir.name, enabled=acc.is_main_process)
-    engine = HFEngine(tokenizer, lambda: policy_context(unwrap_model_for_generation(model, acc)), cfg.rollout.batch_size,
-                      add_special_tokens=not cfg.task.chat)
     problems = load_task(cfg.task, "train")
     if cfg.task.chat:  # instruct models: prompts in the tokenizer's chat template
         problems = chat_problems(problems, tokenizer)
@@ -98,6 +98,19 @@ def _trained_module(cfg: RunConfig, base: str) -> torch.nn.Module:
     if not cfg.algorithm.critic.enabled:
         return policy
     return PolicyWithCritic(policy, load_critic(cfg.algorithm.critic.name_or_path or base, cfg.model))
+
+
+def _rollout_engine(cfg: RunConfig, base: str, tokenizer, model: torch.nn.Module, acc) -> RolloutEngine:
+    """The engine that samples training rollouts from the current policy (``rollout.engine``)."""
+    policy = lambda: policy_context(unwrap_model_for_generation(model, acc))  # noqa: E731  ZeRO-3: gathered
+    if cfg.rollout.engine == "vllm":
+        from train.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(
+            base, tokenizer, policy, cfg.rollout.vllm, dtype=cfg.model.dtype, seed=cfg.seed + acc.process_index,
+            add_special_tokens=not cfg.task.chat, trust_remote_code=cfg.model.trust_remote_code,
+        )
+    return HFEngine(tokenizer, policy, cfg.rollout.batch_size, add_special_tokens=not cfg.task.chat)
 
 
 def _param_groups(cfg: RunConfig, model: torch.nn.Module) -> list[dict]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from algorithms.batch import Rollouts
 
@@ -53,3 +54,56 @@ def response_mask_from_ids(response_ids: torch.Tensor, stop_ids: Sequence[int]) 
     mask = (~seen_stop_before).long()
     truncated = ~is_stop.any(-1)
     return mask, truncated
+
+
+def finish_rollouts(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    sample_logprobs: torch.Tensor,
+    group_ids: torch.Tensor,
+    tokenizer: PreTrainedTokenizerBase,
+    stop_ids: Sequence[int],
+) -> Rollouts:
+    """Padded engine output -> ``Rollouts``: everything after the first stop token is padding, texts are
+    decoded without the stop token. Every engine ends here, so masks and texts mean the same for all."""
+    pad = tokenizer.pad_token_id
+    response_mask, truncated = response_mask_from_ids(response_ids, stop_ids)
+    response_ids = torch.where(response_mask.bool(), response_ids, pad)
+    lengths = response_mask.sum(-1) - (~truncated).long()  # drop the stop token from the text
+    texts = tokenizer.batch_decode(
+        [ids[:n] for ids, n in zip(response_ids.tolist(), lengths.tolist())], skip_special_tokens=True
+    )
+    return Rollouts(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=response_ids,
+        response_mask=response_mask,
+        sample_logprobs=sample_logprobs * response_mask,
+        group_ids=group_ids,
+        texts=texts,
+        truncated=truncated,
+    )
+
+
+def assemble_rollouts(
+    prompt_rows: Sequence[Sequence[int]],
+    response_rows: Sequence[Sequence[int]],
+    logprob_rows: Sequence[Sequence[float]],
+    group_ids: torch.Tensor,
+    tokenizer: PreTrainedTokenizerBase,
+    stop_ids: Sequence[int],
+) -> Rollouts:
+    """Ragged rows (one per sample: prompt ids, response ids, their log-probs) -> padded ``Rollouts``."""
+    pad = tokenizer.pad_token_id
+    prompt_width = max(len(row) for row in prompt_rows)
+    response_width = max(1, max(len(row) for row in response_rows))
+    return finish_rollouts(
+        prompt_ids=torch.tensor([[pad] * (prompt_width - len(r)) + list(r) for r in prompt_rows]),
+        prompt_mask=torch.tensor([[0] * (prompt_width - len(r)) + [1] * len(r) for r in prompt_rows]),
+        response_ids=torch.tensor([list(r) + [pad] * (response_width - len(r)) for r in response_rows]),
+        sample_logprobs=torch.tensor([list(r) + [0.0] * (response_width - len(r)) for r in logprob_rows]),
+        group_ids=group_ids,
+        tokenizer=tokenizer,
+        stop_ids=stop_ids,
+    )

@@ -9,7 +9,7 @@ import torch
 from transformers import LogitsProcessor, PreTrainedModel, PreTrainedTokenizerBase
 
 from algorithms.batch import Rollouts
-from train.rollout.base import SamplingParams, response_mask_from_ids
+from train.rollout.base import SamplingParams, finish_rollouts
 
 
 class _LogprobRecorder(LogitsProcessor):
@@ -119,20 +119,12 @@ def _pad_left(tensors: list[torch.Tensor], value: float) -> torch.Tensor:
 
 def _concat(chunks, group_ids: torch.Tensor, tokenizer: PreTrainedTokenizerBase, stop_ids) -> Rollouts:
     pad = tokenizer.pad_token_id
-    response_ids = _pad_right([c[2] for c in chunks], pad)
-    response_mask, truncated = response_mask_from_ids(response_ids, stop_ids)
-    response_ids = torch.where(response_mask.bool(), response_ids, pad)
-    lengths = response_mask.sum(-1) - (~truncated).long()  # drop the stop token from the text
-    texts = tokenizer.batch_decode(
-        [ids[:n] for ids, n in zip(response_ids.tolist(), lengths.tolist())], skip_special_tokens=True
-    )
-    return Rollouts(
+    return finish_rollouts(
         prompt_ids=_pad_left([c[0] for c in chunks], pad),
         prompt_mask=_pad_left([c[1] for c in chunks], 0),
-        response_ids=response_ids,
-        response_mask=response_mask,
-        sample_logprobs=_pad_right([c[3] for c in chunks], 0.0) * response_mask,
+        response_ids=_pad_right([c[2] for c in chunks], pad),
+        sample_logprobs=_pad_right([c[3] for c in chunks], 0.0),
         group_ids=group_ids,
-        texts=texts,
-        truncated=truncated,
+        tokenizer=tokenizer,
+        stop_ids=stop_ids,
     )

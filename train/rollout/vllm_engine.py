@@ -1,0 +1,147 @@
+"""Rollouts with vLLM, colocated with training: one engine per process, weights pushed in place.
+
+The layout is TRL's ``vllm_mode="colocate"``: every training process holds its own vLLM engine in the
+same process (``distributed_executor_backend="external_launcher"``, so it joins the trainer's process
+group instead of spawning workers), samples its own share of the prompts, and before each step takes
+the policy's current weights with vLLM's in-place reload (``collective_rpc("reload_weights")``), the
+path that repacks weights for every backend (TRL's ``model.load_weights`` skips that repacking and
+fails on vLLM's CPU backend). Under DeepSpeed ZeRO-3 the weights are gathered for the push, as for
+HF ``generate``.
+
+The sampler's log-probs are vLLM's ``processed_logprobs`` (TRL's choice): the distribution it sampled
+from, after temperature and top-p. With top-p 1 (the paper's training setting) that equals the HF
+engine's log softmax(logits / T).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from typing import Callable, ContextManager, Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from algorithms.batch import Rollouts
+from train.config import VLLMConfig
+from train.rollout.base import SamplingParams, assemble_rollouts
+
+_SEED_SPACE = 2**31  # vLLM seeds child j of a request with seed + j: draw request seeds far apart
+
+
+def _prepare_process_environment() -> None:
+    """What vLLM's external launcher reads; a single process without a group gets a group of one."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: tensors pass by reference
+    if "RANK" not in os.environ:
+        with socket.socket() as probe:  # a free port for the group of one
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def _retie_output_embeddings(worker) -> bool:
+    """Runs on each vLLM worker after a reload. The checkpoint loader skips a tied output layer, so the
+    in-place reload puts back its old kernel tensors (on CPU, a GEMM prepacked from the old embeddings):
+    tie it to the new embeddings and let its method prepare it again, as after the first load."""
+    model = worker.model_runner.get_model()
+    if not getattr(getattr(model, "config", None), "tie_word_embeddings", False):
+        return False
+    head, embed = getattr(model, "lm_head", None), getattr(getattr(model, "model", None), "embed_tokens", None)
+    if head is None or embed is None:
+        raise RuntimeError(f"{type(model).__name__} ties its embeddings in a layout the vllm engine cannot re-tie")
+    head.tie_weights(embed)
+    head.quant_method.process_weights_after_loading(head)
+    return True
+
+
+class VLLMEngine:
+    """``RolloutEngine`` over an in-process vLLM ``LLM``.
+
+    ``model_context`` yields the policy whose weights ``sync_weights`` pushes (under ZeRO-3, TRL's
+    ``unwrap_model_for_generation``, which gathers them). ``model_path`` is where vLLM first loads the
+    architecture and weights from: the base model's folder or hub id.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer: PreTrainedTokenizerBase,
+        model_context: Callable[[], ContextManager[torch.nn.Module]] | None,
+        cfg: VLLMConfig,
+        dtype: str = "auto",
+        seed: int = 0,
+        add_special_tokens: bool = True,
+        trust_remote_code: bool = False,
+    ) -> None:
+        if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer needs pad and eos tokens (set tokenizer.pad_token / eos_token)")
+        _prepare_process_environment()
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.model_context = model_context
+        self.add_special_tokens = add_special_tokens
+        self.llm = LLM(
+            model=str(model_path),
+            dtype=cfg.dtype if cfg.dtype != "auto" else dtype,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            max_model_len=cfg.max_model_len,
+            max_num_seqs=cfg.max_num_seqs,
+            enforce_eager=cfg.enforce_eager,
+            enable_prefix_caching=cfg.enable_prefix_caching,
+            distributed_executor_backend="external_launcher",
+            logprobs_mode="processed_logprobs",
+            generation_config="vllm",  # never the model's generation_config.json defaults (top_k, penalties)
+            seed=seed,
+            trust_remote_code=trust_remote_code,
+        )
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        """Push the policy's current weights (from ``model_context``) into vLLM, in place."""
+        if self.model_context is None:
+            raise RuntimeError("this engine was built without a model_context, so it has no weights to sync from")
+        with self.model_context() as policy:
+            weights = [(name, param.detach()) for name, param in policy.named_parameters()]
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self._after_reload()
+
+    def _after_reload(self) -> None:
+        self.llm.collective_rpc(_retie_output_embeddings)
+        self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
+
+    def load_weights_from(self, folder: str) -> None:
+        """Swap in the weights saved in an HF model ``folder`` of the same architecture (a checkpoint)."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
+        self._after_reload()
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], params: SamplingParams) -> Rollouts:
+        from vllm import SamplingParams as VLLMSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        encoded = self.tokenizer(list(prompts), add_special_tokens=self.add_special_tokens)["input_ids"]
+        stop_ids = (self.tokenizer.eos_token_id, *params.stop_token_ids)
+        draw = random.Random(params.seed)
+        requests = [
+            VLLMSamplingParams(
+                n=params.n,
+                temperature=0.0 if params.greedy else params.temperature,
+                top_p=1.0 if params.greedy else params.top_p,
+                max_tokens=params.max_new_tokens,
+                stop_token_ids=list(stop_ids),
+                seed=draw.randrange(_SEED_SPACE),
+                logprobs=0,  # the sampled token's log-prob only
+                detokenize=False,  # texts are decoded below, as for every engine
+            )
+            for _ in encoded
+        ]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in encoded], requests, use_tqdm=False)
+        prompt_rows, response_rows, logprob_rows = [], [], []
+        for ids, output in zip(encoded, outputs):
+            for sample in sorted(output.outputs, key=lambda s: s.index):
+                prompt_rows.append(list(ids))
+                response_rows.append(list(sample.token_ids))
+                logprob_rows.append([step[token].logprob for token, step in zip(sample.token_ids, sample.logprobs)])
+        group_ids = torch.arange(len(prompts)).repeat_interleave(params.n)
+        return assemble_rollouts(prompt_rows, response_rows, logprob_rows, group_ids, self.tokenizer, stop_ids)
