@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pytest
 import torch
 
 from train.actor import LossNorm, micro_batch_loss, response_logprobs
@@ -30,3 +31,19 @@ def test_one_update_shortcut_equals_recomputed_old_logprobs(tiny_model, tiny_tok
     for a, b in zip(grads_a, grads_b):
         torch.testing.assert_close(a, b)
     assert metrics_b["clipfrac"] == 0 and metrics_b["approx_kl"] == 0  # ratio exactly 1
+
+
+def test_sampler_gap_is_the_mean_logprob_difference_on_response_tokens(tiny_model, tiny_tokenizer):
+    from train.actor import LOGPROB_GAP
+
+    batch = _train_batch(tiny_tokenizer)
+    tiny_model.eval()
+    with torch.no_grad():
+        current, _ = response_logprobs(tiny_model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                                       batch.response_mask, 1.0)
+    mask = batch.response_mask.float()
+    in_step = dataclasses.replace(batch, sample_logprobs=current * mask, old_logprobs=None, old_values=None)
+    assert _loss_and_grads(tiny_model, in_step)[2][LOGPROB_GAP] < 1e-5
+    # a sampler that ran other weights: off by 0.3 on every response token, whatever sits under padding
+    stale = dataclasses.replace(in_step, sample_logprobs=(current - 0.3) * mask + 7.0 * (1 - mask))
+    assert float(_loss_and_grads(tiny_model, stale)[2][LOGPROB_GAP]) == pytest.approx(0.3, abs=1e-5)

@@ -27,6 +27,7 @@ def test_algorithm_trains_and_checkpoints(algorithm, tmp_path, tiny_cache):
     assert [m["train/step"] for m in logged] == [1, 2, 3]
     for m in logged:
         assert all(math.isfinite(v) for v in m.values() if isinstance(v, float)), m
+        assert m["rollout/logprob_abs_diff"] < 1e-3, "the sampler and the trainer disagree on the same tokens"
     base = AutoModelForCausalLM.from_pretrained(read_run_info(run_dir)["base_model"]).state_dict()
     final = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "step_000003").state_dict()
     assert any(not torch.equal(base[k], final[k]) for k in base), "no parameter moved"

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,7 +32,16 @@ from train.tracking import read_run_info  # noqa: E402
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU (default: a share of all RAM)
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 
+REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["12+34=", "7+5=", "305+96="]
+# test_distributed.py's small base with a head size vLLM's CPU attention takes (64 / 2 heads = 32)
+DIST_RUN = [
+    "model.builtin.hidden_size=64", "model.builtin.num_layers=2", "model.builtin.num_heads=2",
+    "model.builtin.intermediate_size=128", "model.builtin.sft_steps=300", "model.builtin.sft_traces=2000",
+    "task.slip_rate=0.05", "task.max_digits=2", "task.train_size=2000", "task.test_size=100",
+    "trainer.total_steps=3", "trainer.save_every=3", "trainer.prompts_per_step=4", "trainer.micro_batch_size=8",
+    "trainer.threads=1", "trainer.lr=1e-3", "eval.after_train=false", "logger.wandb=false",
+]
 ENGINE_CFG = VLLMConfig(max_model_len=128, max_num_seqs=64, enforce_eager=True, enable_prefix_caching=True)
 
 
@@ -174,7 +186,30 @@ def test_grpo_trains_with_vllm_rollouts(tmp_path):
     logged = metrics(tmp_path / "run")
     assert [m["train/step"] for m in logged] == [1, 2, 3, 4]
     assert all(math.isfinite(v) for m in logged for v in m.values() if isinstance(v, float))
+    assert all(m["rollout/logprob_abs_diff"] < 1e-4 for m in logged), "vLLM sampled from other weights than the trainer's"
     assert any(0 < m["train/accuracy"] < 1 for m in logged), "the tiny base should solve some problems, not all"
     base = AutoModelForCausalLM.from_pretrained(read_run_info(tmp_path / "run")["base_model"]).state_dict()
     final = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "checkpoints" / "step_000004").state_dict()
+    assert any(not torch.equal(base[k], final[k]) for k in base), "no parameter moved"
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("deepspeed", ["none", "zero3"])
+def test_two_processes_each_with_an_engine(deepspeed, tmp_path):
+    """2 processes over gloo, one vLLM engine each (external launcher in the trainer's group): every
+    step, both engines sample from the weights the trainer holds, also when ZeRO-3 shards them."""
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", WANDB_MODE="disabled", MAIN_PROCESS_PORT="0")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # this venv's accelerate
+    run_dir = tmp_path / "run"
+    args = [*DIST_RUN, f"model.cache_dir={tmp_path / 'cache'}", f"deepspeed={deepspeed}", "rollout=vllm",
+            "rollout.vllm.enforce_eager=true", "rollout.vllm.max_model_len=96", f"run_dir={run_dir}"]
+    proc = subprocess.run(["bash", str(REPO / "launch" / "cpu_2proc.sh"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    logged = metrics(run_dir)
+    assert [m["train/step"] for m in logged] == [1, 2, 3]
+    assert all(m["rollout/logprob_abs_diff"] < 1e-4 for m in logged), [m["rollout/logprob_abs_diff"] for m in logged]
+    base = AutoModelForCausalLM.from_pretrained(read_run_info(run_dir)["base_model"]).state_dict()
+    final = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "step_000003").state_dict()
     assert any(not torch.equal(base[k], final[k]) for k in base), "no parameter moved"

