@@ -19,7 +19,7 @@ from train.checkpoint import list_checkpoints
 from train.config import EvalConfig, RunConfig
 from train.models import load_model, load_tokenizer
 from train.rewards import WeightedRewards
-from train.rollout.base import SamplingParams
+from train.rollout.base import RolloutEngine, SamplingParams
 from train.rollout.hf import HFEngine
 from train.sampling import score
 from train.tasks import Problem, load_task
@@ -51,6 +51,17 @@ def eval_problems(cfg: RunConfig) -> list[Problem]:
     return problems[: cfg.eval.num_problems] if cfg.eval.num_problems else problems
 
 
+def engine_for(path: str, tokenizer, cfg: RunConfig) -> RolloutEngine:
+    """An engine sampling from the model at ``path``, of the run's kind (``rollout.engine``)."""
+    if cfg.rollout.engine == "vllm":  # one vLLM engine per process: later targets reload its weights
+        from train.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(path, tokenizer, None, cfg.rollout.vllm, dtype=cfg.model.dtype, seed=cfg.eval.seed,
+                          add_special_tokens=not cfg.task.chat, trust_remote_code=cfg.model.trust_remote_code)
+    model = load_model(path, cfg.model)
+    return HFEngine.for_model(tokenizer, model, batch_size=cfg.eval.batch_size, add_special_tokens=not cfg.task.chat)
+
+
 def sweep(
     path: Path,
     targets: Sequence[SweepTarget],
@@ -68,8 +79,7 @@ def sweep(
         if not todo:
             continue
         tokenizer = load_tokenizer(target.path, cfg.model)
-        model = load_model(target.path, cfg.model)
-        engine = HFEngine.for_model(tokenizer, model, batch_size=ev.batch_size, add_special_tokens=not cfg.task.chat)
+        engine = engine_for(target.path, tokenizer, cfg)
         bar = tqdm(total=len(todo), desc=f"pass@k {target.model}", unit="problem", disable=not progress)
         for start in range(0, len(todo), per_call):
             chunk = todo[start : start + per_call]
@@ -88,7 +98,7 @@ def sweep(
             )
             bar.update(len(chunk))
         bar.close()
-        del model
+        del engine
     return read_records(path)
 
 

@@ -8,6 +8,8 @@ head size of at least 32, hence the model shape below.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 import subprocess
@@ -177,13 +179,14 @@ def test_load_weights_from_a_checkpoint_folder(engine, model_folder, tokenizer, 
 
 @pytest.mark.slow
 def test_grpo_trains_with_vllm_rollouts(tmp_path):
-    """rlvr-train rollout=vllm: rollouts from vLLM, weights pushed each step, the policy learns."""
+    """rlvr-train rollout=vllm: rollouts from vLLM, weights pushed each step, the policy learns, and the
+    closing pass@k sweep samples with vLLM too."""
     vllm_shape = ["model.builtin.hidden_size=64", "model.builtin.num_heads=2"]  # vLLM CPU: head size >= 32
     args = [*TINY, *vllm_shape, f"model.cache_dir={tmp_path / 'cache'}", "rollout=vllm", "rollout.vllm.max_model_len=96",
             "rollout.vllm.enforce_eager=true", "trainer.total_steps=4", "trainer.save_every=4", "trainer.lr=3e-4",
-            "eval.after_train=false", f"run_dir={tmp_path / 'run'}"]
+            "eval.n=8", "eval.num_problems=6", f"run_dir={tmp_path / 'run'}"]
     run_cli("rlvr-train", args, cwd=tmp_path, timeout=900)
-    logged = metrics(tmp_path / "run")
+    logged = [m for m in metrics(tmp_path / "run") if "train/accuracy" in m]  # eval rows aside
     assert [m["train/step"] for m in logged] == [1, 2, 3, 4]
     assert all(math.isfinite(v) for m in logged for v in m.values() if isinstance(v, float))
     assert all(m["rollout/logprob_abs_diff"] < 1e-4 for m in logged), "vLLM sampled from other weights than the trainer's"
@@ -191,6 +194,10 @@ def test_grpo_trains_with_vllm_rollouts(tmp_path):
     base = AutoModelForCausalLM.from_pretrained(read_run_info(tmp_path / "run")["base_model"]).state_dict()
     final = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "checkpoints" / "step_000004").state_dict()
     assert any(not torch.equal(base[k], final[k]) for k in base), "no parameter moved"
+    # the closing sweep sampled base and checkpoint with the same (process-wide) vLLM engine
+    summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
+    assert [c["step"] for c in summary["checkpoints"]] == [4]
+    assert 0 < summary["base"]["pass_at_k"]["8"] <= 1
 
 
 @pytest.mark.distributed
@@ -213,3 +220,30 @@ def test_two_processes_each_with_an_engine(deepspeed, tmp_path):
     base = AutoModelForCausalLM.from_pretrained(read_run_info(run_dir)["base_model"]).state_dict()
     final = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "step_000003").state_dict()
     assert any(not torch.equal(base[k], final[k]) for k in base), "no parameter moved"
+
+
+def test_engines_built_later_share_the_process_engine(engine, model_folder, tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from eval.sweep import engine_for
+    from train.config import RunConfig
+    from train.rollout.vllm_engine import VLLMEngine
+
+    cfg = RunConfig()
+    cfg.rollout.engine = "vllm"
+    cfg.rollout.vllm = ENGINE_CFG
+    checkpoint = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for param in checkpoint.parameters():
+            param.mul_(1.5)
+    checkpoint.save_pretrained(tmp_path)
+    params = SamplingParams(n=1, greedy=True, max_new_tokens=16)
+    try:
+        swept = engine_for(str(tmp_path), tokenizer, cfg)  # the eval sweep's engine for a checkpoint
+        assert swept.llm is engine.llm
+        assert swept.generate(PROMPTS, params).texts == HFEngine.for_model(tokenizer, checkpoint).generate(PROMPTS, params).texts
+        other = dataclasses.replace(ENGINE_CFG, max_model_len=64)
+        with pytest.raises(RuntimeError, match="one per process"):
+            VLLMEngine(str(model_folder), tokenizer, None, other, dtype="float32")
+    finally:
+        engine.load_weights_from(str(model_folder))

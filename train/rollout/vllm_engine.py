@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Callable, ContextManager, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -52,12 +52,44 @@ def _retie_output_embeddings(worker) -> bool:
     return True
 
 
+# vLLM keeps process-wide parallel state, so a process holds one LLM; engines built later share it
+_PROCESS_LLM: dict[str, Any] = {}
+_SHAPE_KEYS = ("architectures", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads", "intermediate_size", "tie_word_embeddings")
+
+
+def _process_llm(model_path: str, settings: dict[str, Any], seed: int, trust_remote_code: bool):
+    """This process's vLLM ``LLM`` and whether it was just built from ``model_path``. A later call
+    must ask for the same settings and a model of the same shape (it then loads that model's weights)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code).to_dict()
+    shape = {key: config.get(key) for key in _SHAPE_KEYS}
+    if _PROCESS_LLM:
+        held = {**_PROCESS_LLM["settings"], **_PROCESS_LLM["shape"]}
+        wanted = {**settings, **shape}
+        differ = {key: (held[key], wanted[key]) for key in held if held[key] != wanted[key]}
+        if differ:
+            raise RuntimeError(
+                f"this process already holds a vLLM engine, and vLLM allows one per process; {model_path} would need "
+                f"another (held vs wanted: {differ}): run it in a process of its own"
+            )
+        return _PROCESS_LLM["llm"], False
+    from vllm import LLM
+
+    llm = LLM(model=str(model_path), distributed_executor_backend=_executor_backend(), seed=seed,  # request seeds
+              trust_remote_code=trust_remote_code, **settings)  # decide the samples; this one, vLLM's start-up
+    _PROCESS_LLM.update(llm=llm, settings=settings, shape=shape)
+    return llm, True
+
+
 class VLLMEngine:
-    """``RolloutEngine`` over an in-process vLLM ``LLM``.
+    """``RolloutEngine`` over this process's in-process vLLM ``LLM``.
 
     ``model_context`` yields the policy whose weights ``sync_weights`` pushes (under ZeRO-3, TRL's
-    ``unwrap_model_for_generation``, which gathers them). ``model_path`` is where vLLM first loads the
-    architecture and weights from: the base model's folder or hub id.
+    ``unwrap_model_for_generation``, which gathers them); None for an engine that only samples (the
+    eval sweep). ``model_path``, the base model's or a checkpoint's folder or hub id, is where the
+    weights first come from. Engines built later in the same process share the one ``LLM``.
     """
 
     def __init__(
@@ -73,26 +105,22 @@ class VLLMEngine:
     ) -> None:
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs pad and eos tokens (set tokenizer.pad_token / eos_token)")
-        backend = _executor_backend()
-        from vllm import LLM
-
         self.tokenizer = tokenizer
         self.model_context = model_context
         self.add_special_tokens = add_special_tokens
-        self.llm = LLM(
-            model=str(model_path),
+        settings = dict(
             dtype=cfg.dtype if cfg.dtype != "auto" else dtype,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             max_model_len=cfg.max_model_len,
             max_num_seqs=cfg.max_num_seqs,
             enforce_eager=cfg.enforce_eager,
             enable_prefix_caching=cfg.enable_prefix_caching,
-            distributed_executor_backend=backend,
             logprobs_mode="processed_logprobs",
             generation_config="vllm",  # never the model's generation_config.json defaults (top_k, penalties)
-            seed=seed,
-            trust_remote_code=trust_remote_code,
         )
+        self.llm, fresh = _process_llm(str(model_path), settings, seed, trust_remote_code)
+        if not fresh:
+            self.load_weights_from(str(model_path))
 
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Push the policy's current weights (from ``model_context``) into vLLM, in place."""
