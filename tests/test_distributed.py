@@ -172,6 +172,24 @@ def test_zero3_checkpoint_is_a_full_hf_model(trained, workdir):
     assert _deepspeed_files(checkpoint) == (True, 2)  # both ranks wrote their optimizer shard
 
 
+def test_lora_under_zero3_saves_what_ddp_trains(workdir):
+    """LoRA: ZeRO-3 shards the adapters and the frozen base; the merged checkpoint is gathered whole and
+    equals a DDP run's, and only the adapted layers moved."""
+    saved = {}
+    for mode in ("none", "zero3"):
+        run_dir = workdir / f"lora_{mode}_run"
+        _launch([REPO / "launch" / "cpu_2proc.sh", f"deepspeed={mode}", f"run_dir={run_dir}", "model.lora.rank=4",
+                 "trainer.lr=3e-3", f"model.cache_dir={workdir / 'cache'}", *TINY_RUN], cwd=workdir)
+        checkpoint = _final_checkpoint(run_dir)
+        saved[mode] = load_file(checkpoint / "model.safetensors")
+        assert (checkpoint / "adapter" / "adapter_model.safetensors").is_file()
+    base = _base_weights(workdir)
+    assert saved["zero3"].keys() == saved["none"].keys() == base.keys()
+    moved = {name for name in base if not torch.equal(base[name], saved["zero3"][name])}
+    assert moved and all(name.endswith("proj.weight") for name in moved), moved
+    assert _max_abs_diff(saved["zero3"], saved["none"]) < 1e-5
+
+
 AGGREGATIONS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 
 

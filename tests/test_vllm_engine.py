@@ -162,6 +162,33 @@ def test_sync_weights_pushes_the_policy(engine, policy):
     assert engine.generate(PROMPTS, params).texts == before.texts
 
 
+def test_sync_weights_pushes_a_lora_policy_merged(engine, model_folder, policy):
+    """A PEFT policy reaches vLLM as the plain model it stands for: base weights plus adapter deltas."""
+    import contextlib
+
+    from train.config import LoRAConfig
+    from train.lora import with_lora
+
+    lora = with_lora(AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32), LoRAConfig(rank=4)).eval()
+    with torch.no_grad():
+        for name, param in lora.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.3, generator=torch.Generator().manual_seed(0))
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=1)
+    before = engine.generate(PROMPTS, params)
+    held = engine.model_context
+    engine.model_context = lambda: contextlib.nullcontext(lora)
+    try:
+        engine.sync_weights(lora)
+        after = engine.generate(PROMPTS, params)
+        assert after.texts != before.texts
+        assert torch.allclose(after.sample_logprobs, _actor_logprobs(lora, after, 1.0), atol=1e-4)
+    finally:
+        engine.model_context = held
+        engine.sync_weights(policy)
+    assert engine.generate(PROMPTS, params).texts == before.texts
+
+
 def test_load_weights_from_a_checkpoint_folder(engine, model_folder, tokenizer, tmp_path):
     other = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32).eval()
     with torch.no_grad():
@@ -201,16 +228,18 @@ def test_grpo_trains_with_vllm_rollouts(tmp_path):
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("deepspeed", ["none", "zero3"])
-def test_two_processes_each_with_an_engine(deepspeed, tmp_path):
+@pytest.mark.parametrize("deepspeed,lora", [("none", 0), ("zero3", 0), ("zero3", 4)], ids=["ddp", "zero3", "zero3-lora"])
+def test_two_processes_each_with_an_engine(deepspeed, lora, tmp_path):
     """2 processes over gloo, one vLLM engine each (external launcher in the trainer's group): every
-    step, both engines sample from the weights the trainer holds, also when ZeRO-3 shards them."""
+    step, both engines sample from the weights the trainer holds, also when ZeRO-3 shards them (and
+    with LoRA, the merged ones)."""
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
     env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", WANDB_MODE="disabled", MAIN_PROCESS_PORT="0")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # this venv's accelerate
     run_dir = tmp_path / "run"
     args = [*DIST_RUN, f"model.cache_dir={tmp_path / 'cache'}", f"deepspeed={deepspeed}", "rollout=vllm",
-            "rollout.vllm.enforce_eager=true", "rollout.vllm.max_model_len=96", f"run_dir={run_dir}"]
+            "rollout.vllm.enforce_eager=true", "rollout.vllm.max_model_len=96", f"run_dir={run_dir}",
+            f"model.lora.rank={lora}", *(["trainer.lr=3e-3"] if lora else [])]
     proc = subprocess.run(["bash", str(REPO / "launch" / "cpu_2proc.sh"), *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]

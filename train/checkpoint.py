@@ -3,6 +3,7 @@
 Layout of ``<run_dir>/checkpoints/step_000050/``:
   config.json, model.safetensors, tokenizer files  -> loads with transformers and vLLM as is
   critic/                                         -> PPO's value model (AutoModelForTokenClassification)
+  adapter/                                        -> LoRA runs: the adapter alone (PEFT), besides the merged model
   rlvr_checkpoint.json                            -> step, metrics, run config; written last
   train_state/                                    -> accelerate/DeepSpeed state: optimizer, RNG, ...
                                                      (only in the newest trainer.keep_train_states, if set)
@@ -13,17 +14,21 @@ leaves either a whole checkpoint or none (stale temp folders are removed on the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
+import torch
 from accelerate import Accelerator
 from transformers import PreTrainedTokenizerBase
+from trl.models.utils import unwrap_model_for_generation
 
 from train.critic import policy_of, split_state_dict
+from train.lora import is_lora, plain_model, plain_state_dict
 
 META = "rlvr_checkpoint.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -80,14 +85,19 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3
     accelerator.save_state(str(tmp / "train_state"))  # model, optimizer, RNG; every rank writes its part
-    if accelerator.is_main_process:
-        module = accelerator.unwrap_model(model)
-        parts = split_state_dict(state_dict, module)
-        policy_of(module).save_pretrained(tmp, state_dict=parts["policy"], safe_serialization=True)
-        if "critic" in parts:
-            module.critic.save_pretrained(tmp / "critic", state_dict=parts["critic"], safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        _write_json(tmp / META, {"step": step, **meta})
+    with _readable(model, accelerator) as module:
+        if accelerator.is_main_process:
+            parts = split_state_dict(state_dict, module)
+            policy = policy_of(module)
+            # LoRA: the merged weights under the plain model's names, and the adapter on its own
+            plain_model(policy).save_pretrained(tmp, state_dict=plain_state_dict(policy, parts["policy"]),
+                                                safe_serialization=True)
+            if is_lora(policy):
+                policy.save_pretrained(tmp / "adapter", state_dict=parts["policy"], safe_serialization=True)
+            if "critic" in parts:
+                module.critic.save_pretrained(tmp / "critic", state_dict=parts["critic"], safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            _write_json(tmp / META, {"step": step, **meta})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if final.exists():  # the same step saved again (e.g. a run restarted without resume)
@@ -97,6 +107,17 @@ def save_checkpoint(
             prune_train_states(run_dir, keep_train_states)
     accelerator.wait_for_everyone()
     return final
+
+
+@contextlib.contextmanager
+def _readable(model, accelerator: Accelerator) -> Iterator[torch.nn.Module]:
+    """The unwrapped module; for LoRA under ZeRO-3 with its parameters gathered on every rank
+    (a collective), since merging reads the adapters' live weights."""
+    if not is_lora(policy_of(accelerator.unwrap_model(model))):
+        yield accelerator.unwrap_model(model)
+        return
+    with unwrap_model_for_generation(model, accelerator) as module:
+        yield module
 
 
 def prune_train_states(run_dir: Path, keep: int) -> list[Path]:

@@ -70,12 +70,23 @@ class BuiltinModelConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """LoRA adapters on the policy (PEFT); rank 0 trains every weight."""
+
+    rank: int = 0  # adapter rank r; 0 = full fine-tuning. Higher adapts more, costs more optimizer memory
+    alpha: float = 16.0  # adapter scale alpha (the update is alpha / r * B A): raise lr rather than this
+    dropout: float = 0.0  # dropout on the adapter input; 0 keeps pi_old and the sampler exact
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])  # module names, or all-linear (all but the output layer)
+
+
+@dataclass
 class ModelConfig:
     name_or_path: str = "builtin"  # "builtin" (built and cached here), a hub id or a local folder
     dtype: str = "float32"  # float32, bfloat16 or float16 for weights and compute
     cache_dir: str = "~/.cache/rlvr"  # where the built-in base model is kept between runs
     trust_remote_code: bool = False  # allow model code from the hub (only for models you trust)
     builtin: BuiltinModelConfig = field(default_factory=BuiltinModelConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # adapters instead of full fine-tuning (model.lora.rank > 0)
 
 
 @dataclass
@@ -271,6 +282,7 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         raise ConfigError(f"resume={cfg.resume!r}; choose one of: false, true, auto")
     if trainer.keep_train_states < 0:
         raise ConfigError(f"trainer.keep_train_states={trainer.keep_train_states} must be >= 0 (0 keeps every one)")
+    _check_lora(cfg.model.lora)
     if trainer.save_every < 1:
         raise ConfigError(f"trainer.save_every={trainer.save_every} must be >= 1")
     return BatchPlan(
@@ -282,6 +294,16 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         samples_per_mini_batch_per_process=mini_local,
         grad_accum=mini_local // trainer.micro_batch_size,
     )
+
+
+def _check_lora(lora: LoRAConfig) -> None:
+    if lora.rank < 0:
+        raise ConfigError(f"model.lora.rank={lora.rank} must be >= 0 (0 = full fine-tuning)")
+    if lora.rank and (lora.alpha <= 0 or not 0 <= lora.dropout < 1 or not lora.target_modules):
+        raise ConfigError(
+            f"model.lora: alpha={lora.alpha} must be > 0, dropout={lora.dropout} in [0, 1), and target_modules="
+            f"{list(lora.target_modules)} must name modules (or be [all-linear])"
+        )
 
 
 ENGINES = ("hf", "vllm")

@@ -22,9 +22,10 @@ from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation
 
 from train.checkpoint import latest_checkpoint, list_checkpoints, load_training_state, remove_partial_checkpoints
 from train.config import ConfigError, RunConfig, check, register_configs
-from train.critic import PolicyWithCritic, load_critic, policy_context
+from train.critic import PolicyWithCritic, load_critic, policy_context, policy_of
 from train.distributed import build_accelerator, keep_grad_norm, world_size_from_env
 from train.loop import Trainer, train
+from train.lora import AdaptersOff, is_lora, with_lora
 from train.models import load_model, load_tokenizer, resolve_base
 from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine
@@ -62,6 +63,8 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
         write_run_info(run_dir, base, resolved)
     tokenizer = load_tokenizer(base, cfg.model)
     model = _trained_module(cfg, base)
+    if cfg.model.lora.rank and acc.is_main_process:
+        policy_of(model).print_trainable_parameters()  # PEFT's "trainable params: ... || trainable%: ..."
     optimizer = torch.optim.AdamW(_param_groups(cfg, model), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     scheduler = get_scheduler(
         cfg.trainer.lr_scheduler, optimizer, num_warmup_steps=cfg.trainer.warmup_steps,
@@ -72,7 +75,7 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
     acc.register_for_checkpointing(scheduler)
     engine = _rollout_engine(cfg, base, tokenizer, model, acc)  # before resuming: vLLM reseeds torch's RNG
     uses_ref = cfg.algorithm.kl_coef > 0 or cfg.algorithm.reward_kl_coef > 0
-    ref_model = _reference(cfg, base, acc) if uses_ref else None
+    ref_model = _reference(cfg, base, model, acc) if uses_ref else None
     if start_step:
         load_training_state(acc, latest_checkpoint(run_dir)[1])
         if acc.is_main_process:
@@ -93,8 +96,10 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
 
 
 def _trained_module(cfg: RunConfig, base: str) -> torch.nn.Module:
-    """The policy, or the policy and its critic as one module (PPO)."""
+    """The policy (with LoRA adapters when ``model.lora.rank`` > 0), or the policy and its critic as one module (PPO)."""
     policy = load_model(base, cfg.model)
+    if cfg.model.lora.rank:
+        policy = with_lora(policy, cfg.model.lora)
     if not cfg.algorithm.critic.enabled:
         return policy
     return PolicyWithCritic(policy, load_critic(cfg.algorithm.critic.name_or_path or base, cfg.model))
@@ -114,9 +119,11 @@ def _rollout_engine(cfg: RunConfig, base: str, tokenizer, model: torch.nn.Module
 
 
 def _param_groups(cfg: RunConfig, model: torch.nn.Module) -> list[dict]:
-    if isinstance(model, PolicyWithCritic):  # the critic learns at its own rate
-        return [{"params": model.policy.parameters()}, {"params": model.critic.parameters(), "lr": cfg.algorithm.critic.lr}]
-    return [{"params": model.parameters()}]
+    """What the optimizer updates (LoRA: the adapters only); the critic learns at its own rate."""
+    trainable = lambda module: [p for p in module.parameters() if p.requires_grad]  # noqa: E731
+    if isinstance(model, PolicyWithCritic):
+        return [{"params": trainable(model.policy)}, {"params": trainable(model.critic), "lr": cfg.algorithm.critic.lr}]
+    return [{"params": trainable(model)}]
 
 
 def _start_step_or_fail(cfg: RunConfig, run_dir: Path) -> int:
@@ -134,7 +141,11 @@ def _start_step_or_fail(cfg: RunConfig, run_dir: Path) -> int:
     return 0
 
 
-def _reference(cfg: RunConfig, base: str, acc):
+def _reference(cfg: RunConfig, base: str, model: torch.nn.Module, acc) -> torch.nn.Module:
+    """The frozen base for KL terms: with LoRA, the trained model with its adapters off (no second copy)."""
+    policy = policy_of(acc.unwrap_model(model))
+    if is_lora(policy):
+        return AdaptersOff(model, policy)
     ref = load_model(base, cfg.model).eval().requires_grad_(False)
     if acc.state.deepspeed_plugin is not None:
         return prepare_deepspeed(ref, acc)

@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from algorithms.batch import Rollouts
 from train.config import VLLMConfig
+from train.lora import plain_weights
 from train.rollout.base import SamplingParams, assemble_rollouts
 
 _SEED_SPACE = 2**31  # vLLM seeds child j of a request with seed + j: draw request seeds far apart
@@ -126,8 +127,8 @@ class VLLMEngine:
         """Push the policy's current weights (from ``model_context``) into vLLM, in place."""
         if self.model_context is None:
             raise RuntimeError("this engine was built without a model_context, so it has no weights to sync from")
-        with self.model_context() as policy:
-            weights = [(name, param.detach()) for name, param in policy.named_parameters()]
+        with self.model_context() as policy:  # LoRA: the merged weights, under the plain model's names
+            weights = list(plain_weights(policy, ((name, param.detach()) for name, param in policy.named_parameters())))
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self._after_reload()
 
