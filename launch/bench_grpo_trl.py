@@ -7,6 +7,7 @@ runs ``--steps`` steps after ``--warmup`` untimed ones; the table gives the medi
 and generated tokens per second.
 
     python launch/bench_grpo_trl.py --steps 20
+    python launch/bench_grpo_trl.py --steps 20 --lora-rank 8 --lr 2e-3   # LoRA in both (PEFT)
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def bench_rlvr(args, run_dir: Path) -> tuple[list[float], list[float]]:
             "eval.after_train=false",
             "logger.wandb=false",
             f"run_dir={run_dir}",
+            f"model.lora.rank={args.lora_rank}",
+            f"model.lora.alpha={2 * args.lora_rank}",
         ]
     )
     run(cfg, run_dir, resolved)
@@ -106,6 +109,12 @@ def bench_trl(args, base: str, out_dir: Path) -> tuple[list[float], list[float]]
     )
     model = AutoModelForCausalLM.from_pretrained(base)
     tokenizer = AutoTokenizer.from_pretrained(base)
+    peft_config = None
+    if args.lora_rank:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, target_modules="all-linear",
+                                 lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=REWARDS["arithmetic"],
@@ -113,6 +122,7 @@ def bench_trl(args, base: str, out_dir: Path) -> tuple[list[float], list[float]]
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[StepTimer()],
+        peft_config=peft_config,
     )
     trainer.train()
     return times[args.warmup :], tokens[args.warmup :]
@@ -126,6 +136,7 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lora-rank", type=int, default=0, help="LoRA adapters of this rank in both (0 = full fine-tuning)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -142,7 +153,8 @@ def main() -> None:
         step = statistics.median(secs)
         return f"| {name} | {step:.3f} | {statistics.median(t / s for t, s in zip(toks, secs)):,.0f} |"
 
-    print(f"\nGRPO step, {args.prompts} prompts x {args.group} samples, <= {args.max_new_tokens} new tokens, "
+    lora = f", LoRA rank {args.lora_rank} on all linear layers" if args.lora_rank else ", full fine-tuning"
+    print(f"\nGRPO step, {args.prompts} prompts x {args.group} samples, <= {args.max_new_tokens} new tokens{lora}, "
           f"median of {args.steps} steps, torch threads 1\n")
     print("| trainer | s / step | generated tokens / s |")
     print("| --- | --- | --- |")

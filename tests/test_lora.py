@@ -150,3 +150,21 @@ def test_lora_resume_reproduces_the_uninterrupted_run(lora_run, tiny_cache):
     assert a.keys() == b.keys() and a
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_ppo_with_lora_adapts_the_policy_and_trains_the_critic_in_full(tmp_path, tiny_cache):
+    run_dir = tmp_path / "run"
+    run_cli("rlvr-train", ["algorithm=ppo", f"run_dir={run_dir}", f"model.cache_dir={tiny_cache}", *TINY,
+                           "model.lora.rank=4", "trainer.lr=2e-3", "trainer.total_steps=2", "trainer.save_every=2",
+                           "eval.after_train=false"], cwd=tmp_path)
+    assert all("critic/vf_loss" in m for m in metrics(run_dir))
+    checkpoint = run_dir / "checkpoints" / "step_000002"
+    base = load_file(f"{read_run_info(run_dir)['base_model']}/model.safetensors")
+    merged = load_file(checkpoint / "model.safetensors")
+    moved = {name for name in base if not torch.equal(base[name], merged[name])}
+    assert moved and all(name.endswith("proj.weight") for name in moved), moved
+    assert (checkpoint / "adapter" / "adapter_config.json").is_file()
+    critic = load_file(checkpoint / "critic" / "model.safetensors")
+    assert not any("lora" in name for name in critic)
+    # the critic's backbone started as the base: full training moved its embeddings too, not only adapted layers
+    assert not torch.equal(critic["model.embed_tokens.weight"], base["model.embed_tokens.weight"])
