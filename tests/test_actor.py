@@ -1,4 +1,4 @@
-"""The actor's loss: the on-policy shortcut (no old log-prob pass) changes nothing."""
+"""The actor's loss: the on-policy shortcut (no old log-prob pass) and gradient checkpointing change nothing."""
 
 import dataclasses
 
@@ -10,11 +10,12 @@ from train.config import AlgorithmConfig
 from tests.test_filters_and_critic import _train_batch
 
 
-def _loss_and_grads(model, batch):
+def _loss_and_grads(model, batch, trainable_only=False):
     model.zero_grad()
     loss, metrics = micro_batch_loss(model, batch, AlgorithmConfig(), 1.0, LossNorm(12.0, 4.0, 5))
     loss.backward()
-    return loss.detach(), [p.grad.clone() for p in model.parameters()], metrics
+    params = [p for p in model.parameters() if p.requires_grad or not trainable_only]
+    return loss.detach(), [p.grad.clone() for p in params], metrics
 
 
 def test_one_update_shortcut_equals_recomputed_old_logprobs(tiny_model, tiny_tokenizer):
@@ -47,3 +48,28 @@ def test_sampler_gap_is_the_mean_logprob_difference_on_response_tokens(tiny_mode
     # a sampler that ran other weights: off by 0.3 on every response token, whatever sits under padding
     stale = dataclasses.replace(in_step, sample_logprobs=(current - 0.3) * mask + 7.0 * (1 - mask))
     assert float(_loss_and_grads(tiny_model, stale)[2][LOGPROB_GAP]) == pytest.approx(0.3, abs=1e-5)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_gradient_checkpointing_leaves_loss_and_gradients_unchanged(lora, tiny_model, tiny_tokenizer):
+    """trainer.gradient_checkpointing recomputes activations in backward: same numbers, less memory.
+    With LoRA the embeddings are frozen, so only non-reentrant checkpointing reaches the adapters."""
+    batch = dataclasses.replace(_train_batch(tiny_tokenizer), old_logprobs=None, old_values=None)
+    if lora:
+        from train.config import LoRAConfig
+        from train.lora import with_lora
+
+        tiny_model = with_lora(tiny_model, LoRAConfig(rank=4))
+        with torch.no_grad():
+            for name, param in tiny_model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(std=0.1, generator=torch.Generator().manual_seed(0))
+    tiny_model.train()
+    loss_plain, grads_plain, _ = _loss_and_grads(tiny_model, batch, trainable_only=lora)
+    tiny_model.gradient_checkpointing_enable()
+    assert tiny_model.is_gradient_checkpointing
+    loss_ckpt, grads_ckpt, _ = _loss_and_grads(tiny_model, batch, trainable_only=lora)
+    torch.testing.assert_close(loss_ckpt, loss_plain)
+    assert len(grads_plain) == len(grads_ckpt) and all(g.abs().sum() > 0 for g in grads_ckpt)
+    for a, b in zip(grads_plain, grads_ckpt):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

@@ -173,13 +173,14 @@ def test_zero3_checkpoint_is_a_full_hf_model(trained, workdir):
 
 
 def test_lora_under_zero3_saves_what_ddp_trains(workdir):
-    """LoRA: ZeRO-3 shards the adapters and the frozen base; the merged checkpoint is gathered whole and
-    equals a DDP run's, and only the adapted layers moved."""
+    """LoRA (with gradient checkpointing): ZeRO-3 shards the adapters and the frozen base; the merged
+    checkpoint is gathered whole and equals a DDP run's, and only the adapted layers moved."""
     saved = {}
     for mode in ("none", "zero3"):
         run_dir = workdir / f"lora_{mode}_run"
         _launch([REPO / "launch" / "cpu_2proc.sh", f"deepspeed={mode}", f"run_dir={run_dir}", "model.lora.rank=4",
-                 "trainer.lr=3e-3", f"model.cache_dir={workdir / 'cache'}", *TINY_RUN], cwd=workdir)
+                 "trainer.lr=3e-3", "trainer.gradient_checkpointing=true", f"model.cache_dir={workdir / 'cache'}",
+                 *TINY_RUN], cwd=workdir)
         checkpoint = _final_checkpoint(run_dir)
         saved[mode] = load_file(checkpoint / "model.safetensors")
         assert (checkpoint / "adapter" / "adapter_model.safetensors").is_file()

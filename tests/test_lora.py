@@ -153,10 +153,11 @@ def test_lora_resume_reproduces_the_uninterrupted_run(lora_run, tiny_cache):
 
 
 def test_ppo_with_lora_adapts_the_policy_and_trains_the_critic_in_full(tmp_path, tiny_cache):
+    """Also with gradient checkpointing, which generation turns off and back on around every rollout."""
     run_dir = tmp_path / "run"
     run_cli("rlvr-train", ["algorithm=ppo", f"run_dir={run_dir}", f"model.cache_dir={tiny_cache}", *TINY,
                            "model.lora.rank=4", "trainer.lr=2e-3", "trainer.total_steps=2", "trainer.save_every=2",
-                           "eval.after_train=false"], cwd=tmp_path)
+                           "trainer.gradient_checkpointing=true", "eval.after_train=false"], cwd=tmp_path)
     assert all("critic/vf_loss" in m for m in metrics(run_dir))
     checkpoint = run_dir / "checkpoints" / "step_000002"
     base = load_file(f"{read_run_info(run_dir)['base_model']}/model.safetensors")

@@ -185,6 +185,7 @@ class TrainerConfig:
     # checkpoints that keep their train_state (optimizer, RNG: several times the weights' size); older ones
     # keep only the HF weights that evaluation reads. Resume needs the newest. 0 = keep every one
     keep_train_states: int = 0
+    gradient_checkpointing: bool = False  # recompute activations in backward: much less memory for long responses, slower steps
     threads: int = 1  # torch CPU threads per process; >1 slows down under load on small CPUs
     mixed_precision: str = "no"  # "no", "bf16" or "fp16" (accelerate / DeepSpeed autocast on GPUs)
 

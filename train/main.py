@@ -63,6 +63,8 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
         write_run_info(run_dir, base, resolved)
     tokenizer = load_tokenizer(base, cfg.model)
     model = _trained_module(cfg, base)
+    if cfg.trainer.gradient_checkpointing:  # non-reentrant (transformers' default), as TRL re-enables it after generate
+        model.gradient_checkpointing_enable()
     if cfg.model.lora.rank and acc.is_main_process:
         policy_of(model).print_trainable_parameters()  # PEFT's "trainable params: ... || trainable%: ..."
     optimizer = torch.optim.AdamW(_param_groups(cfg, model), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
