@@ -240,15 +240,21 @@ def test_two_processes_each_with_an_engine(deepspeed, lora, tmp_path):
     args = [*DIST_RUN, f"model.cache_dir={tmp_path / 'cache'}", f"deepspeed={deepspeed}", "rollout=vllm",
             "rollout.vllm.enforce_eager=true", "rollout.vllm.max_model_len=96", f"run_dir={run_dir}",
             f"model.lora.rank={lora}", *(["trainer.lr=3e-3"] if lora else [])]
+    sweep = deepspeed == "none" and not lora  # then also the closing sweep: rank 0 alone, on its engine of the group
+    if sweep:
+        args += ["eval.after_train=true", "eval.n=4", "eval.num_problems=4", "eval.batch_size=16"]
     proc = subprocess.run(["bash", str(REPO / "launch" / "cpu_2proc.sh"), *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    logged = metrics(run_dir)
+    logged = [m for m in metrics(run_dir) if "train/accuracy" in m]  # eval rows aside
     assert [m["train/step"] for m in logged] == [1, 2, 3]
     assert all(m["rollout/logprob_abs_diff"] < 1e-4 for m in logged), [m["rollout/logprob_abs_diff"] for m in logged]
     base = AutoModelForCausalLM.from_pretrained(read_run_info(run_dir)["base_model"]).state_dict()
     final = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "step_000003").state_dict()
     assert any(not torch.equal(base[k], final[k]) for k in base), "no parameter moved"
+    if sweep:
+        summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+        assert [c["step"] for c in summary["checkpoints"]] == [3] and 0 < summary["base"]["pass_at_k"]["4"] <= 1
 
 
 def test_engines_built_later_share_the_process_engine(engine, model_folder, tokenizer, tmp_path):
