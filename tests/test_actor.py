@@ -56,14 +56,9 @@ def test_gradient_checkpointing_leaves_loss_and_gradients_unchanged(lora, tiny_m
     With LoRA the embeddings are frozen, so only non-reentrant checkpointing reaches the adapters."""
     batch = dataclasses.replace(_train_batch(tiny_tokenizer), old_logprobs=None, old_values=None)
     if lora:
-        from train.config import LoRAConfig
-        from train.lora import with_lora
+        from tests.test_lora import adapted
 
-        tiny_model = with_lora(tiny_model, LoRAConfig(rank=4))
-        with torch.no_grad():
-            for name, param in tiny_model.named_parameters():
-                if "lora_B" in name:
-                    param.normal_(std=0.1, generator=torch.Generator().manual_seed(0))
+        tiny_model = adapted(tiny_model)
     tiny_model.train()
     loss_plain, grads_plain, _ = _loss_and_grads(tiny_model, batch, trainable_only=lora)
     tiny_model.gradient_checkpointing_enable()

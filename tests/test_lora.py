@@ -16,14 +16,14 @@ from train.lora import AdaptersOff, plain_state_dict, plain_weights, with_lora
 from train.tracking import read_run_info
 
 
-def _adapted(model, rank=4, targets=("all-linear",)):
-    """``model`` with LoRA adapters whose B is random, so the adapters change the outputs."""
-    lora = with_lora(model, LoRAConfig(rank=rank, alpha=8.0, target_modules=list(targets)))
-    torch.manual_seed(0)
+def adapted(model):
+    """``model`` with rank-4 LoRA adapters whose B is random (not PEFT's zeros), so they change the outputs."""
+    lora = with_lora(model, LoRAConfig(rank=4, alpha=8.0))
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in lora.named_parameters():
             if "lora_B" in name:
-                param.normal_(std=0.5)
+                param.normal_(std=0.5, generator=generator)
     return lora
 
 
@@ -34,7 +34,7 @@ def _logits(model, ids):
 
 def test_merged_weights_equal_peft_merge_and_unload(tiny_model):
     base = {name: tensor.clone() for name, tensor in tiny_model.state_dict().items()}
-    lora = _adapted(tiny_model)
+    lora = adapted(tiny_model)
     plain = plain_state_dict(lora, lora.state_dict())
     reference = copy.deepcopy(lora).merge_and_unload().state_dict()  # PEFT's merge, in place on a copy
     assert plain.keys() == reference.keys() == base.keys()
@@ -53,7 +53,7 @@ def test_plain_weights_of_named_parameters_load_into_the_plain_model(tiny_model)
     """What the vLLM engine is pushed: named parameters, merged, under names the plain model has."""
     ids = torch.tensor([[1, 5, 7, 2, 9]])
     plain_model = copy.deepcopy(tiny_model)
-    lora = _adapted(tiny_model)
+    lora = adapted(tiny_model)
     named = dict(plain_weights(lora, ((n, p.detach()) for n, p in lora.named_parameters())))
     assert named.keys() == dict(plain_model.named_parameters()).keys()
     plain_model.load_state_dict(named, strict=False)
@@ -68,7 +68,7 @@ def test_plain_weights_pass_other_models_through(tiny_model):
 def test_adapters_off_is_the_base_model(tiny_model):
     ids = torch.tensor([[3, 4, 5, 6]])
     base_logits = _logits(tiny_model, ids)
-    lora = _adapted(tiny_model)
+    lora = adapted(tiny_model)
     assert not torch.allclose(_logits(lora, ids), base_logits, atol=1e-3)  # the adapters matter
     reference = AdaptersOff(lora, lora)
     assert list(reference.named_parameters(recurse=False)) == []  # it owns nothing: nothing to save or train

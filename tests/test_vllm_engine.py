@@ -166,14 +166,9 @@ def test_sync_weights_pushes_a_lora_policy_merged(engine, model_folder, policy):
     """A PEFT policy reaches vLLM as the plain model it stands for: base weights plus adapter deltas."""
     import contextlib
 
-    from train.config import LoRAConfig
-    from train.lora import with_lora
+    from tests.test_lora import adapted
 
-    lora = with_lora(AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32), LoRAConfig(rank=4)).eval()
-    with torch.no_grad():
-        for name, param in lora.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.3, generator=torch.Generator().manual_seed(0))
+    lora = adapted(AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32)).eval()
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=1)
     before = engine.generate(PROMPTS, params)
     held = engine.model_context
