@@ -173,17 +173,21 @@ def test_zero3_checkpoint_is_a_full_hf_model(trained, workdir):
 
 
 def test_lora_under_zero3_saves_what_ddp_trains(workdir):
-    """LoRA (with gradient checkpointing): ZeRO-3 shards the adapters and the frozen base; the merged
-    checkpoint is gathered whole and equals a DDP run's, and only the adapted layers moved."""
+    """LoRA (with gradient checkpointing and a KL term, whose reference is the model with adapters off):
+    ZeRO-3 shards the adapters and the frozen base; the merged checkpoint is gathered whole and equals a
+    DDP run's, and only the adapted layers moved."""
     saved = {}
     for mode in ("none", "zero3"):
         run_dir = workdir / f"lora_{mode}_run"
         _launch([REPO / "launch" / "cpu_2proc.sh", f"deepspeed={mode}", f"run_dir={run_dir}", "model.lora.rank=4",
-                 "trainer.lr=3e-3", "trainer.gradient_checkpointing=true", f"model.cache_dir={workdir / 'cache'}",
-                 *TINY_RUN], cwd=workdir)
+                 "trainer.lr=3e-3", "trainer.gradient_checkpointing=true", "algorithm.kl_coef=0.01",
+                 "trainer.warmup_steps=0",
+                 f"model.cache_dir={workdir / 'cache'}", *TINY_RUN], cwd=workdir)
         checkpoint = _final_checkpoint(run_dir)
         saved[mode] = load_file(checkpoint / "model.safetensors")
         assert (checkpoint / "adapter" / "adapter_model.safetensors").is_file()
+        kl = [m["actor/kl"] for m in _metrics(run_dir)]
+        assert kl[0] == pytest.approx(0.0, abs=1e-7) and kl[-1] > 0  # the base itself at step 1, then not (no lr warm-up)
     base = _base_weights(workdir)
     assert saved["zero3"].keys() == saved["none"].keys() == base.keys()
     moved = {name for name in base if not torch.equal(base[name], saved["zero3"][name])}
