@@ -1,5 +1,5 @@
 """LoRA (model.lora.rank > 0): merged weights against PEFT's own merge, the adapters-off reference,
-and a GRPO run whose checkpoints are plain models equal to base + adapter."""
+GRPO and PPO runs whose checkpoints are plain models equal to base + adapter, and resume."""
 
 import copy
 import shutil
