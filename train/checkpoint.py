@@ -113,8 +113,9 @@ def save_checkpoint(
 def _readable(model, accelerator: Accelerator) -> Iterator[torch.nn.Module]:
     """The unwrapped module; for LoRA under ZeRO-3 with its parameters gathered on every rank
     (a collective), since merging reads the adapters' live weights."""
-    if not is_lora(policy_of(accelerator.unwrap_model(model))):
-        yield accelerator.unwrap_model(model)
+    module = accelerator.unwrap_model(model)
+    if not is_lora(policy_of(module)):
+        yield module
         return
     with unwrap_model_for_generation(model, accelerator) as module:
         yield module
