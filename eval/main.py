@@ -13,6 +13,7 @@ paper's base-model pass@k curves. The folder then holds a run of its own, with n
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from eval.compare import compare, print_comparison, write_comparison
 from eval.plot import plot_comparison
 from eval.sweep import eval_problems, records_path, report, sweep, targets_of
-from train.config import RunConfig, register_configs
+from eval.summarize import SummaryError
+from train.config import ConfigError, RunConfig, register_configs
 from train.models import resolve_base
 from train.tracking import RUN_INFO, Tracker, read_run_info, write_run_info
 
@@ -44,7 +46,7 @@ def sweep_and_report(run_dir: Path, cfg: RunConfig, progress: bool = True) -> di
     """Sweep base + checkpoints, write ``<run_dir>/eval/``, log pass@k at each checkpoint's step."""
     torch.set_num_threads(cfg.trainer.threads)
     info = read_run_info(run_dir)
-    records = sweep(records_path(run_dir, cfg.eval), targets_of(run_dir, info["base_model"]),
+    records = sweep(records_path(run_dir, cfg), targets_of(run_dir, info["base_model"]),
                     eval_problems(cfg), cfg, progress=progress)
     summary = report(run_dir, records, k_max=cfg.eval.k_max)
     _log(run_dir, cfg, info["config"], summary)
@@ -73,20 +75,37 @@ def _log(run_dir: Path, cfg: RunConfig, run_config: dict, summary: dict) -> None
     tracker.finish()
 
 
+class UsageError(ValueError):
+    """A command line that cannot work on this folder; the message says what to run instead."""
+
+
 GROUPS = ("model", "task", "rollout", "logger", "eval", "algorithm", "deepspeed")
+# Presets that leave what a run is (its model, task, training) alone and only choose how it is swept or logged.
+SWEEP_GROUPS = ("rollout", "logger", "eval")
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def run_config_with_overrides(run_dir: Path, overrides: list[str]) -> RunConfig:
-    """The run's saved config, then the command line's ``key=value`` overrides (run_dir aside)."""
+    """The run's saved config, then the command line's presets of :data:`SWEEP_GROUPS` (``logger=none``,
+    ``rollout=vllm``) and ``key=value`` overrides, in that order (run_dir aside)."""
     saved = OmegaConf.merge(OmegaConf.structured(RunConfig), read_run_info(run_dir)["config"])
     extra = [o.lstrip("+") for o in overrides if not o.startswith(("run_dir=", "base_only="))]
     presets = [o for o in extra if o.split("=", 1)[0] in GROUPS]
-    if presets:
-        raise ValueError(
-            f"{run_dir} is a run with its own model and task; presets ({', '.join(presets)}) choose those for a new "
+    refused = [o for o in presets if o.split("=", 1)[0] not in SWEEP_GROUPS]
+    if refused:
+        raise UsageError(
+            f"{run_dir} is a run with its own model and task; presets ({', '.join(refused)}) choose those for a new "
             "evaluation (base_only=true with a new run_dir). Override single fields instead, e.g. eval.n=64"
         )
-    return OmegaConf.to_object(OmegaConf.merge(saved, OmegaConf.from_dotlist(extra)))
+    for preset in presets:
+        group, name = preset.split("=", 1)
+        file = CONF / group / f"{name}.yaml"
+        if not file.is_file():
+            known = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+            raise UsageError(f"{preset}: no such preset; known {group} presets: {', '.join(known)}")
+        saved = OmegaConf.merge(saved, {group: OmegaConf.load(file)})
+    fields = [o for o in extra if o not in presets]
+    return OmegaConf.to_object(OmegaConf.merge(saved, OmegaConf.from_dotlist(fields)))
 
 
 def new_base_run(run_dir: Path, raw: DictConfig) -> RunConfig:
@@ -128,6 +147,14 @@ def compare_runs(folder: Path, runs: list[Path], overrides: list[str]) -> dict:
 
 @hydra.main(version_base=None, config_path="../conf", config_name="eval_app")
 def _hydra_main(raw: DictConfig) -> None:
+    try:
+        _evaluate(raw)
+    except (UsageError, ConfigError, SummaryError, FileNotFoundError) as err:
+        print(f"rlvr-eval: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _evaluate(raw: DictConfig) -> None:
     folder = Path(raw.run_dir)
     overrides = list(HydraConfig.get().overrides.task)
     if raw.base_only and not (folder / RUN_INFO).exists():

@@ -5,6 +5,11 @@ fsyncs, so an interrupted sweep keeps everything it finished; ``done_keys`` tell
 sweep what to skip. A crash can leave a half-written last line: reading skips it with a warning,
 and the next append cuts it off before writing. A malformed line anywhere else is corruption and
 raises. Later lines win: measuring a (model, problem) again replaces the earlier record.
+
+A record names what it measured beyond the problem id: ``problem_hash`` digests everything about
+the problem that decides a verdict (the prompt the model saw, the gold answer, the verifier's
+columns), so a sweep never counts a record of other content that happens to share an id (ids can
+be row numbers); the sweep's file name carries the rest (verifier, sampling settings).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import json
 import os
 import warnings
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable, TypeVar
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,9 @@ class Record:
     problem_id: str  # stable id of the problem within its dataset
     n: int  # samples drawn for this problem
     correct: int  # of those, how many the verifier accepted
+    task: str = ""  # the task preset the problem belongs to ("" in records of older sweeps)
+    problem_hash: str = ""  # digest of the problem's content as swept (eval.sweep.problem_hash); "" = unknown
+    tags: dict[str, str] = field(default_factory=dict, hash=False)  # the problem's tags (difficulty, source, class)
 
     def __post_init__(self) -> None:
         if self.n < 1 or not 0 <= self.correct <= self.n:
@@ -36,22 +45,13 @@ class Record:
 
 
 _FIELDS = tuple(f.name for f in fields(Record))
-_TAIL_BYTES = 1 << 16  # how much of a file's end append_records inspects; far above any line
+_REQUIRED = _FIELDS[:6]  # model .. correct: what every records file has held; the rest default
+_TAIL_BYTES = 1 << 16  # how much of a file's end is read at a time when looking for its last line
 
 
 def append_records(path: str | Path, records: Iterable[Record]) -> None:
     """Append ``records`` to the JSONL file at ``path`` (created if missing) and fsync it."""
-    path = Path(path)
-    lines = "".join(json.dumps(asdict(r)) + "\n" for r in records)
-    if not lines:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _repair_tail(path)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(lines)
-        f.flush()
-        # fsync, not just flush: a killed job or a lost node must not lose problems it reported done.
-        os.fsync(f.fileno())
+    append_lines(path, [json.dumps(asdict(r)) for r in records], _parse)
 
 
 def read_records(path: str | Path) -> list[Record]:
@@ -60,27 +60,53 @@ def read_records(path: str | Path) -> list[Record]:
     Order is that of each key's first appearance. A malformed last line (a write cut short by a
     crash) is skipped with a warning; a malformed line before it raises ValueError.
     """
-    path = Path(path)
-    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     latest: dict[tuple[str, str], Record] = {}
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            record = _parse(line)
-        except ValueError as err:
-            if i == last:
-                warnings.warn(f"{path}:{i + 1}: skipping a truncated last line ({err})", stacklevel=2)
-                break
-            raise ValueError(f"{path}:{i + 1}: malformed record in the middle of the file: {err}") from err
+    for record in read_lines(path, _parse, what="record"):
         latest[(record.model, record.problem_id)] = record
     return list(latest.values())
 
 
-def done_keys(records: Iterable[Record]) -> set[tuple[str, str]]:
-    """The (model, problem_id) pairs already measured, for a sweep to skip when it resumes."""
-    return {(r.model, r.problem_id) for r in records}
+T = TypeVar("T")
+
+
+def append_lines(path: str | Path, lines: list[str], parse: Callable[[str], object]) -> None:
+    """Append JSON ``lines`` to ``path`` in one write and fsync; a torn last line (``parse`` fails
+    on it) is cut off first, so new lines never glue onto it."""
+    if not lines:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _repair_tail(path, parse)
+    with path.open("a", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in lines))
+        f.flush()
+        # fsync, not just flush: a killed job or a lost node must not lose problems it reported done.
+        os.fsync(f.fileno())
+
+
+def read_lines(path: str | Path, parse: Callable[[str], T], what: str = "line") -> list[T]:
+    """``parse`` of every non-empty line of ``path``; a malformed last line is skipped with a warning
+    (a write cut short), a malformed line before it raises ValueError (corruption)."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    parsed: list[T] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            parsed.append(parse(line))
+        except ValueError as err:
+            if i == last:
+                warnings.warn(f"{path}:{i + 1}: skipping a truncated last line ({err})", stacklevel=3)
+                break
+            raise ValueError(f"{path}:{i + 1}: malformed {what} in the middle of the file: {err}") from err
+    return parsed
+
+
+def done_keys(records: Iterable[Record]) -> dict[tuple[str, str], str]:
+    """(model, problem_id) -> problem_hash of what was measured, for a sweep to skip when it resumes."""
+    return {(r.model, r.problem_id): r.problem_hash for r in records}
 
 
 def _parse(line: str) -> Record:
@@ -89,9 +115,9 @@ def _parse(line: str) -> Record:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
         raise ValueError(f"not JSON ({err.msg})") from None
-    if not isinstance(obj, dict) or set(obj) != set(_FIELDS):
+    if not isinstance(obj, dict) or not set(_REQUIRED) <= set(obj) <= set(_FIELDS):
         got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"expected an object with keys {list(_FIELDS)}, got {got}")
+        raise ValueError(f"expected an object with keys {list(_REQUIRED)} (and optionally {list(_FIELDS[6:])}), got {got}")
     types_ok = (
         isinstance(obj["model"], str)
         and (obj["step"] is None or _is_int(obj["step"]))
@@ -99,6 +125,10 @@ def _parse(line: str) -> Record:
         and isinstance(obj["problem_id"], str)
         and _is_int(obj["n"])
         and _is_int(obj["correct"])
+        and isinstance(obj.get("task", ""), str)
+        and isinstance(obj.get("problem_hash", ""), str)
+        and isinstance(obj.get("tags", {}), dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in obj.get("tags", {}).items())
     )
     if not types_ok:
         raise ValueError(f"wrong field types in {obj}")
@@ -109,34 +139,32 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _repair_tail(path: Path) -> None:
-    """Make the file end in a complete line, so appended records do not glue onto a torn one.
+def _repair_tail(path: Path, parse: Callable[[str], object]) -> None:
+    """Make the file end in a complete line, so appended lines do not glue onto a torn one.
 
-    Reads only the file's last ``_TAIL_BYTES``: a sweep appends once per problem, and re-reading
-    a growing file each time would cost quadratic I/O.
+    Reads only the file's end, back to the start of its last line: a sweep appends once per chunk,
+    and re-reading a growing file each time would cost quadratic I/O.
     """
     if not path.exists() or (size := path.stat().st_size) == 0:
         return
     with path.open("rb") as f:
-        f.seek(max(0, size - _TAIL_BYTES))
-        chunk = f.read()
+        start, chunk = size, b""
+        while start > 0 and b"\n" not in chunk.rstrip():
+            start = max(0, start - _TAIL_BYTES)
+            f.seek(start)
+            chunk = f.read(size - start)
     body = chunk.rstrip()
     if not body:
         return
     cut = body.rfind(b"\n") + 1  # start of the last non-empty line within chunk
-    if cut == 0 and len(chunk) < size:
-        raise ValueError(f"{path}: last line is longer than {_TAIL_BYTES} bytes; not a records file?")
     last_line = body[cut:]
     try:
-        _parse(last_line.decode("utf-8"))
+        parse(last_line.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
-        warnings.warn(
-            f"{path}: dropping a truncated last line before appending: {last_line[:80]!r}", stacklevel=3
-        )
-        os.truncate(path, size - len(chunk) + cut)
+        warnings.warn(f"{path}: dropping a truncated last line before appending: {last_line[:80]!r}", stacklevel=4)
+        os.truncate(path, start + cut)
         return
     if not chunk.endswith(b"\n"):
-        # A complete record that only lacks its newline (e.g. written by hand): keep it.
+        # A complete line that only lacks its newline (e.g. written by hand): keep it.
         with path.open("ab") as f:
             f.write(b"\n")
-

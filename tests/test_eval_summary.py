@@ -54,7 +54,8 @@ def test_records_round_trip_and_fsync(tmp_path: Path, monkeypatch: pytest.Monkey
     lines = path.read_text().splitlines()
     assert len(lines) == 6
     assert json.loads(lines[0]) == {
-        "model": "step_50", "step": 50, "path": "/ckpt/step_50", "problem_id": "p1", "n": 4, "correct": 2
+        "model": "step_50", "step": 50, "path": "/ckpt/step_50", "problem_id": "p1", "n": 4, "correct": 2,
+        "task": "", "problem_hash": "", "tags": {},
     }
     assert json.loads(lines[1])["step"] is None
 
@@ -110,7 +111,7 @@ def test_duplicates_later_wins_and_done_keys(tmp_path: Path) -> None:
     records = read_records(path)
     assert len(records) == 6
     assert [r.correct for r in records if r.model == "base" and r.problem_id == "p2"] == [4]
-    assert done_keys(records) == {(m, p) for m in ("base", "step_10", "step_50") for p in ("p1", "p2")}
+    assert done_keys(records) == {(m, p): "" for m in ("base", "step_10", "step_50") for p in ("p1", "p2")}
     # summarize sees the later record: base pass@1 = (1/4 + 4/4) / 2
     assert summarize(records)["base"]["pass_at_k"][1] == pytest.approx(0.625)
 

@@ -63,3 +63,43 @@ def test_eval_overrides_apply_on_top_of_the_run_config(swept_run):
     run_cli("rlvr-eval", [f"run_dir={run_dir}", "eval.n=4", "eval.num_problems=3"], cwd=root)
     summary = load_summary(run_dir / "eval" / "summary.json")
     assert summary["n"] == 4 and summary["num_problems"] == 3 and summary["k_max"] == 4
+
+
+def test_sweep_killed_mid_way_resumes_to_the_uninterrupted_summary(swept_run, tmp_path):
+    """kill -9 during a sweep, then rerun: the same summary as a sweep never interrupted, and no (model,
+    problem) sampled twice (chunks of one problem: eval.batch_size = eval.n)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, run_dir, _ = swept_run
+    settings = ["eval.n=64", "eval.batch_size=64", "eval.seed=7"]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    for copy in (killed, whole):
+        shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("eval", "wandb"))
+    run_cli("rlvr-eval", [f"run_dir={whole}", *settings], cwd=root)
+
+    proc = subprocess.Popen([sys.executable, "-m", "eval.main", f"run_dir={killed}", *settings], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        files = list((killed / "eval").glob("records_*.jsonl"))
+        if files and len(files[0].read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    [records_file] = (killed / "eval").glob("records_*.jsonl")
+    assert 4 <= len(read_records(records_file)) < 3 * 6
+
+    run_cli("rlvr-eval", [f"run_dir={killed}", *settings], cwd=root)
+    lines = records_file.read_text().splitlines()
+    assert len(lines) == len(read_records(records_file)) == 3 * 6  # nothing measured twice
+    resumed, uninterrupted = (json.loads((d / "eval" / "summary.json").read_text()) for d in (killed, whole))
+    for summary in (resumed, uninterrupted):
+        for model in (summary["base"], *summary["checkpoints"]):
+            model.pop("path")
+    assert resumed == uninterrupted

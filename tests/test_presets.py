@@ -119,6 +119,24 @@ def test_presets_on_an_existing_run_are_refused_with_the_fix(tmp_path):
     with pytest.raises(ValueError, match=r"task=math500.*base_only=true"):
         run_config_with_overrides(tmp_path, ["task=math500", "eval.n=8"])
     assert run_config_with_overrides(tmp_path, ["run_dir=x", "eval.n=8"]).eval.n == 8
+    # presets that only choose how a run is swept or logged apply on top of its config
+    cfg = run_config_with_overrides(tmp_path, ["logger=none", "eval=default", "eval.n=8"])
+    assert cfg.logger.wandb is False and cfg.eval.n == 8 and cfg.task.name == RunConfig().task.name
+    with pytest.raises(ValueError, match="no such preset; known logger presets: none, wandb"):
+        run_config_with_overrides(tmp_path, ["logger=nope"])
+
+
+def test_rlvr_eval_errors_are_one_line_messages(tmp_path):
+    """A refused command line ends with the message and exit code 2, not a Python traceback."""
+    from omegaconf import OmegaConf
+
+    from train.config import RunConfig
+    from train.tracking import write_run_info
+
+    write_run_info(tmp_path, "some/base", OmegaConf.to_container(OmegaConf.structured(RunConfig(run_dir=str(tmp_path)))))
+    proc = run_cli("rlvr-eval", [f"run_dir={tmp_path}", "task=math500"], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"rlvr-eval: {tmp_path} is a run with its own model and task")
 
 
 VERIFIER = {"gsm8k": "math", "mbpp": "code"}

@@ -153,6 +153,7 @@ class EvalConfig:
     batch_size: int = 1024  # sequences generated at once
     after_train: bool = True  # rlvr-train sweeps base and checkpoints when training ends
     seed: int = 0  # seeds the sampler, so a sweep is reproducible
+    keep_samples: int = 16  # completions kept per (model, problem), at most n, beside the records (for perplexity); 0 = none
 
 
 @dataclass
@@ -274,6 +275,8 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         )
     if ev.n < 1:
         raise ConfigError(f"eval.n={ev.n} must be >= 1")
+    if ev.keep_samples < 0:
+        raise ConfigError(f"eval.keep_samples={ev.keep_samples} must be >= 0 (0 keeps no completions)")
     if ev.k_max > ev.n:
         raise ConfigError(f"eval.k_max={ev.k_max} is larger than eval.n={ev.n} samples per problem; raise eval.n or lower eval.k_max")
     _check_engine(cfg.rollout)
