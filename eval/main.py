@@ -48,7 +48,7 @@ def sweep_and_report(run_dir: Path, cfg: RunConfig, progress: bool = True) -> di
     info = read_run_info(run_dir)
     records = sweep(records_path(run_dir, cfg), targets_of(run_dir, info["base_model"]),
                     eval_problems(cfg), cfg, progress=progress)
-    summary = report(run_dir, records, k_max=cfg.eval.k_max)
+    summary = report(run_dir, records, cfg.eval)
     _log(run_dir, cfg, info["config"], summary)
     return summary
 

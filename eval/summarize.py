@@ -20,7 +20,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from eval.passk import pass_at_k, powers_of_two_upto
+from eval.analysis import Overlap, Verdict, accuracy_histogram, mcnemar_p, overlap, subset_ids, verdict
+from eval.bootstrap import Resampling, interval, passk_matrix
+from eval.passk import powers_of_two_upto
 from eval.records import Record
 
 
@@ -28,32 +30,53 @@ class ModelSummary(TypedDict):
     model: str  # record name, "base" for the base model
     path: str  # model folder
     pass_at_k: dict[int, float]  # k -> pass@k in [0, 1], averaged over problems
+    pass_at_k_ci: dict[int, list[float]]  # k -> [lo, hi], bootstrap interval over problems
+    accuracy_histogram: list[int]  # problems per accuracy bin (eval.analysis.HISTOGRAM_BINS)
+
+
+class Difference(TypedDict):
+    mean: float  # model pass@k - base pass@k
+    ci: list[float]  # [lo, hi], paired bootstrap
 
 
 class CheckpointSummary(ModelSummary):
-    step: int  # training step
+    step: int | None  # training step; None for a model that is not a checkpoint of a run (rlvr-eval models=...)
     delta_se: float  # base pass@k_max - this checkpoint's pass@1 (ΔSE)
+    delta_se_ci: list[float]  # [lo, hi], paired bootstrap
+    diff_vs_base: dict[int, Difference]  # k -> this model minus the base
+    overlap: Overlap  # solvable-problem counts against the base
+    mcnemar_p: float  # exact McNemar test of base-only against rl-only problems
+    verdict: Verdict  # where the difference is significant, and where the curves cross
 
 
 class Summary(TypedDict):
+    task: str  # the task the problems came from ("" when the records do not say)
     k_max: int  # largest k reported; ΔSE uses the base's pass@k_max
     n: int  # samples per problem, the same for every model
     num_problems: int  # problems every model was measured on
+    ci_level: float  # coverage of every interval
+    bootstrap_resamples: int  # replicates behind every interval
+    bootstrap_seed: int  # seeds the resampling: the same records give the same intervals
     base: ModelSummary
-    checkpoints: list[CheckpointSummary]  # ordered by step
+    checkpoints: list[CheckpointSummary]  # ordered by step, then models without a step in sweep order
+    subsets: dict[str, dict[str, dict]]  # tag -> value -> summary of those problems alone (no deeper subsets)
 
 
 class SummaryError(ValueError):
     """Records that cannot be summarised as they are; the message says what to fix."""
 
 
-def summarize(records: Iterable[Record], k_max: int | None = None) -> Summary:
-    """pass@k of the base model and of every checkpoint, with ΔSE, from per-problem records.
+def summarize(
+    records: Iterable[Record], k_max: int | None = None, ci_level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> Summary:
+    """pass@k of the base model and of every other model, with ΔSE, paired bootstrap intervals,
+    overlap counts and verdicts, from per-problem records; per-subset summaries where problems carry tags.
 
     records: any order; a repeated (model, problem_id) keeps its later record, as read_records does.
     k_max: largest k reported (k = 1, 2, 4, ..., k_max); defaults to n, the samples per problem.
-    Raises SummaryError unless there is exactly one base model (step None), every model has one n,
-    and every checkpoint was measured on the base's problems.
+    Every interval resamples problems (the same draw for every model, :mod:`eval.bootstrap`).
+    Raises SummaryError unless there is exactly one base model, every model has one n, and every
+    model was measured on the base's problems.
     """
     by_model = _group(records)
     base_name = _base_name(by_model)
@@ -61,31 +84,58 @@ def summarize(records: Iterable[Record], k_max: int | None = None) -> Summary:
     k_max = n if k_max is None else k_max
     if not 1 <= k_max <= n:
         raise SummaryError(f"k_max must be between 1 and n = {n} (samples per problem), got {k_max}")
-    ks = powers_of_two_upto(k_max)
     problem_ids = _common_problems(by_model, base_name)
+    task = next(iter(by_model[base_name].values())).task
+    summary = _summary_over(by_model, base_name, problem_ids, n, k_max, ci_level, resamples, seed)
+    tags = {pid: by_model[base_name][pid].tags for pid in problem_ids}
+    subsets = {
+        name: {value: _summary_over(by_model, base_name, sorted(ids), n, k_max, ci_level, resamples, seed)
+               for value, ids in values.items()}
+        for name, values in subset_ids(tags).items()
+    }  # fmt: skip
+    return Summary(task=task, **summary, subsets=subsets)  # type: ignore[typeddict-item]
 
-    base_records = by_model.pop(base_name)
-    base = ModelSummary(
-        model=base_name,
-        path=base_records[problem_ids[0]].path,
-        pass_at_k=_curve(base_records, problem_ids, ks),
-    )
-    checkpoints: list[CheckpointSummary] = []
-    for name, by_problem in by_model.items():
-        first = by_problem[problem_ids[0]]
-        assert first.step is not None  # _base_name took the one model with step None
-        curve = _curve(by_problem, problem_ids, ks)
-        checkpoints.append(
-            CheckpointSummary(
-                model=name,
-                path=first.path,
-                pass_at_k=curve,
-                step=first.step,
-                delta_se=base["pass_at_k"][k_max] - curve[1],
-            )
-        )
-    checkpoints.sort(key=lambda ckpt: (ckpt["step"], ckpt["model"]))
-    return Summary(k_max=k_max, n=n, num_problems=len(problem_ids), base=base, checkpoints=checkpoints)
+
+def _summary_over(
+    by_model: dict[str, dict[str, Record]], base_name: str, problem_ids: list[str], n: int, k_max: int,
+    ci_level: float, resamples: int, seed: int,
+) -> dict:
+    """The summary's fields (all but task and subsets) over ``problem_ids``."""
+    ks = powers_of_two_upto(k_max)
+    draw = Resampling.draw(len(problem_ids), resamples, seed)
+    correct = {name: np.array([rs[p].correct for p in problem_ids]) for name, rs in by_model.items()}
+    values = {name: passk_matrix(np.full(len(problem_ids), n), c, ks) for name, c in correct.items()}  # (P, K)
+    replicates = {name: draw.means(v) for name, v in values.items()}  # (B, K)
+
+    def curve(name: str) -> dict:
+        lo, hi = interval(replicates[name], ci_level)
+        first = by_model[name][problem_ids[0]]
+        return {"model": name, "path": first.path, "pass_at_k": dict(zip(ks, values[name].mean(0).tolist())),
+                "pass_at_k_ci": {k: [float(a), float(b)] for k, a, b in zip(ks, lo, hi)},
+                "accuracy_histogram": accuracy_histogram(np.full(len(problem_ids), n), correct[name])}  # fmt: skip
+
+    base = curve(base_name)
+    others = []
+    for name in by_model:
+        if name == base_name:
+            continue
+        diff = replicates[name] - replicates[base_name]  # (B, K), paired
+        diff_mean = values[name].mean(0) - values[base_name].mean(0)
+        lo, hi = interval(diff, ci_level)
+        gap = replicates[base_name][:, -1] - replicates[name][:, 0]  # ΔSE per replicate
+        counts = overlap(correct[base_name], correct[name])
+        others.append({
+            **curve(name), "step": by_model[name][problem_ids[0]].step,
+            "delta_se": float(base["pass_at_k"][k_max] - values[name][:, 0].mean()),
+            "delta_se_ci": [float(x) for x in interval(gap, ci_level)],
+            "diff_vs_base": {k: {"mean": float(m), "ci": [float(a), float(b)]} for k, m, a, b in zip(ks, diff_mean, lo, hi)},
+            "overlap": counts, "mcnemar_p": mcnemar_p(counts),
+            "verdict": verdict(name, ks, diff_mean, diff, ci_level),
+        })  # fmt: skip
+    order = {name: i for i, name in enumerate(by_model)}
+    others.sort(key=lambda c: (c["step"] is None, c["step"] or 0, order[c["model"]]))
+    return {"k_max": k_max, "n": n, "num_problems": len(problem_ids), "ci_level": ci_level,
+            "bootstrap_resamples": resamples, "bootstrap_seed": seed, "base": base, "checkpoints": others}  # fmt: skip
 
 
 def _group(records: Iterable[Record]) -> dict[str, dict[str, Record]]:
@@ -106,12 +156,14 @@ def _group(records: Iterable[Record]) -> dict[str, dict[str, Record]]:
 
 
 def _base_name(by_model: dict[str, dict[str, Record]]) -> str:
-    """The one model whose records have step None."""
+    """The model named "base", else the one model whose records have step None (older sweeps)."""
+    if "base" in by_model:
+        return "base"
     bases = sorted(name for name, rs in by_model.items() if next(iter(rs.values())).step is None)
     if len(bases) != 1:
         checkpoints = sorted(set(by_model) - set(bases))
         raise SummaryError(
-            f"ΔSE needs exactly one base model (records with step None), found {len(bases)}: {bases}; "
+            f"ΔSE needs exactly one base model (named 'base', or the one with step None), found {len(bases)}: {bases}; "
             f"checkpoints found: {checkpoints}. Sweep the base model too, or drop the extra one."
         )
     return bases[0]
@@ -150,13 +202,6 @@ def _common_problems(by_model: dict[str, dict[str, Record]], base_name: str) -> 
     return sorted(base_ids)
 
 
-def _curve(by_problem: dict[str, Record], problem_ids: list[str], ks: list[int]) -> dict[int, float]:
-    """k -> pass@k averaged over ``problem_ids``."""
-    n = np.array([by_problem[p].n for p in problem_ids])  # (P,)
-    correct = np.array([by_problem[p].correct for p in problem_ids])  # (P,)
-    return {k: float(np.mean(pass_at_k(n, correct, k))) for k in ks}
-
-
 def write_summary(summary: Summary, path: str | Path) -> Path:
     """Write ``summary`` as indented JSON (its int k keys become strings) and return the path."""
     path = Path(path)
@@ -166,14 +211,17 @@ def write_summary(summary: Summary, path: str | Path) -> Path:
 
 
 def load_summary(path: str | Path) -> Summary:
-    """Read a summary written by ``write_summary``, turning the pass@k keys back into ints."""
+    """Read a summary written by ``write_summary``, turning the per-k keys back into ints."""
     summary = json.loads(Path(path).read_text(encoding="utf-8"))
-    for model in [summary["base"], *summary["checkpoints"]]:
-        model["pass_at_k"] = {int(k): float(v) for k, v in model["pass_at_k"].items()}
+    for part in [summary, *(s for values in summary.get("subsets", {}).values() for s in values.values())]:
+        for model in [part["base"], *part["checkpoints"]]:
+            for key in ("pass_at_k", "pass_at_k_ci", "diff_vs_base"):
+                if key in model:
+                    model[key] = {int(k): v for k, v in model[key].items()}
     return summary
 
 
-def table_ks(ks: list[int], max_columns: int = 6) -> list[int]:
+def table_ks(ks: list[int], max_columns: int = 5) -> list[int]:
     """The k shown in the table: all of them if they fit, else every 2nd (1, 4, 16, ...) or
     sparser power of two, always ending with k_max, so a 100-column terminal holds the table.
 
@@ -182,7 +230,7 @@ def table_ks(ks: list[int], max_columns: int = 6) -> list[int]:
     >>> table_ks([1, 2, 4, 8, 16, 32, 64, 128, 256])
     [1, 4, 16, 64, 256]
     >>> table_ks([1, 2, 4, 8, 16, 32, 64, 128, 256, 512])
-    [1, 4, 16, 64, 256, 512]
+    [1, 8, 64, 512]
     """
     stride = 1
     while True:
@@ -195,30 +243,71 @@ def table_ks(ks: list[int], max_columns: int = 6) -> list[int]:
 
 
 def format_table(summary: Summary) -> Table:
-    """One row per model (base first, then checkpoints by step): pass@k in % and ΔSE in points."""
+    """One row per model (base first, then checkpoints by step): pass@k in % and ΔSE in points, each with
+    its interval beneath it. Checkpoint names carry their step."""
     ks = table_ks(sorted(summary["base"]["pass_at_k"]))
     table = Table(
         title=f"pass@k (%) over {summary['num_problems']} problems, n = {summary['n']} samples each",
-        caption=f"ΔSE = base pass@{summary['k_max']} - checkpoint pass@1 (points; smaller is better)",
+        caption=f"{_scale(summary)}; \\[lo, hi]: {_ci_words(summary)}\n"
+        f"ΔSE = base pass@{summary['k_max']} - checkpoint pass@1 (points; smaller is better)",
     )
     table.add_column("model", no_wrap=True)
-    table.add_column("step", justify="right")
     for k in ks:
-        table.add_column(f"pass@{k}", justify="right")
-    table.add_column("ΔSE", justify="right")
+        table.add_column(f"pass@{k}", justify="right", no_wrap=True)
+    table.add_column("ΔSE", justify="right", no_wrap=True)
 
     base = summary["base"]
-    table.add_row(base["model"], "-", *(f"{100 * base['pass_at_k'][k]:.1f}" for k in ks), "-", style="bold")
+    table.add_row(base["model"], *(_cell(base["pass_at_k"][k], base["pass_at_k_ci"][k]) for k in ks), "-", style="bold")
     for ckpt in summary["checkpoints"]:
         table.add_row(
             ckpt["model"],
-            str(ckpt["step"]),
-            *(f"{100 * ckpt['pass_at_k'][k]:.1f}" for k in ks),
-            f"{100 * ckpt['delta_se']:+.1f}",
+            *(_cell(ckpt["pass_at_k"][k], ckpt["pass_at_k_ci"][k]) for k in ks),
+            _cell(ckpt["delta_se"], ckpt["delta_se_ci"], signed=True),
         )
     return table
 
 
+def format_overlap(summary: Summary) -> Table:
+    """Solvable problems (at least one correct sample of n) of each model against the base, with McNemar's p."""
+    table = Table(title=f"Problems solved at n = {summary['n']} (of {summary['num_problems']})",
+                  caption="McNemar: exact test of base-only against model-only problems")  # fmt: skip
+    for column in ("model", "both", "base only", "model only", "neither", "McNemar p"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for ckpt in summary["checkpoints"]:
+        o = ckpt["overlap"]
+        table.add_row(ckpt["model"], str(o["both"]), str(o["base_only"]), str(o["rl_only"]), str(o["neither"]),
+                      f"{ckpt['mcnemar_p']:.3g}")  # fmt: skip
+    return table
+
+
+def verdict_lines(summary: Summary) -> list[str]:
+    """One verdict line per checkpoint (``eval.analysis.verdict``)."""
+    return [ckpt["verdict"]["text"] for ckpt in summary["checkpoints"]]
+
+
+def _cell(value: float, ci: list[float], signed: bool = False) -> str:
+    """A figure in % (points when signed) with its interval on the line beneath, dimmed and in whole
+    points (its ends are themselves uncertain by about a problem's worth)."""
+    sign = "+" if signed else ""
+    return f"{100 * value:{sign}.1f}\n[dim]\\[{100 * ci[0]:{sign}.0f}, {100 * ci[1]:{sign}.0f}][/dim]"
+
+
+def _scale(summary: Summary) -> str:
+    count = summary["num_problems"]
+    return f"{count} problems; one problem = {100 / count:.3g} points"
+
+
+def _ci_words(summary: Summary) -> str:
+    return (f"{100 * summary['ci_level']:g}% paired bootstrap over problems "
+            f"({summary['bootstrap_resamples']} resamples, seed {summary['bootstrap_seed']})")  # fmt: skip
+
+
 def print_table(summary: Summary, console: Console | None = None) -> None:
-    """Print ``format_table(summary)`` to ``console`` (a new stdout console if None)."""
-    (console or Console()).print(format_table(summary))
+    """The pass@k table, the verdicts and the overlap table, to ``console`` (a new stdout console if None)."""
+    console = console or Console()
+    console.print(format_table(summary))
+    if summary["checkpoints"]:
+        console.print("Verdicts (model - base, per k):")
+        for line in verdict_lines(summary):
+            console.print(f"  {line}", highlight=False)
+        console.print(format_overlap(summary))

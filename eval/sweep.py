@@ -191,10 +191,11 @@ def _warn_changed(path: Path, done: dict[tuple[str, str], str], hashes: dict[str
         )
 
 
-def report(run_dir: Path, records: Sequence[Record], k_max: int = 0, console=None) -> dict:
-    """summary.json, the terminal table and the plots under ``<run_dir>/eval``; k_max 0 = n."""
+def report(run_dir: Path, records: Sequence[Record], ev: EvalConfig, console=None) -> dict:
+    """summary.json, the terminal table and the plots under ``<run_dir>/eval``."""
     out = Path(run_dir) / "eval"
-    summary = summarize(list(records), k_max=k_max or None)
+    summary = summarize(list(records), k_max=ev.k_max or None, ci_level=ev.ci_level, resamples=ev.bootstrap_resamples,
+                        seed=ev.seed)  # fmt: skip
     write_summary(summary, out / "summary.json")
     print_table(summary, console=console)
     plot_passk_curves(summary, out / "passk_curves.png")

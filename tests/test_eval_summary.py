@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from dataclasses import asdict
@@ -177,9 +178,13 @@ def test_missing_or_extra_base_raises() -> None:
     no_base = [r for r in HAND_RECORDS if r.model != "base"]
     with pytest.raises(SummaryError, match=r"exactly one base.*found 0: \[\].*\['step_10', 'step_50'\]"):
         summarize(no_base)
-    two_bases = [*HAND_RECORDS, *(Record("base_b", None, "/other", p, 4, 0) for p in ("p1", "p2"))]
-    with pytest.raises(SummaryError, match=r"found 2: \['base', 'base_b'\]"):
+    renamed = [dataclasses.replace(r, model="base_a") if r.model == "base" else r for r in HAND_RECORDS]
+    two_bases = [*renamed, *(Record("base_b", None, "/other", p, 4, 0) for p in ("p1", "p2"))]
+    with pytest.raises(SummaryError, match=r"found 2: \['base_a', 'base_b'\]"):
         summarize(two_bases)
+    # a model named "base" is the base; other models without a step are compared with it (model pairs)
+    pair = summarize([*HAND_RECORDS, *(Record("other", None, "/other", p, 4, 0) for p in ("p1", "p2"))])
+    assert pair["base"]["model"] == "base" and [c["model"] for c in pair["checkpoints"]] == ["step_10", "step_50", "other"]
     with pytest.raises(SummaryError, match="no records"):
         summarize([])
 
@@ -218,24 +223,30 @@ def _cells(line: str, bar: str) -> list[str]:
 
 def test_table_rows_in_percent() -> None:
     _, header, rows = _render(summarize(HAND_RECORDS))
-    assert header == ["model", "step", "pass@1", "pass@2", "pass@4", "ΔSE"]
-    assert rows == [  # base first, then checkpoints by step; ΔSE in points
-        ["base", "-", "12.5", "25.0", "50.0", "-"],
-        ["step_10", "10", "62.5", "75.0", "100.0", "-12.5"],
-        ["step_50", "50", "25.0", "41.7", "50.0", "+25.0"],
+    assert header == ["model", "pass@1", "pass@2", "pass@4", "ΔSE"]
+    # base first, then checkpoints by step; ΔSE in points. Beneath each figure its interval: with two problems
+    # a resample holds p1 twice, both, or p2 twice, so the 95% interval runs from one extreme to the other.
+    assert rows == [
+        ["base", "12.5", "25.0", "50.0", "-"],
+        ["", "[0, 25]", "[0, 50]", "[0, 100]", ""],
+        ["step_10", "62.5", "75.0", "100.0", "-12.5"],
+        ["", "[25, 100]", "[50, 100]", "[100, 100]", "[-25, +0]"],
+        ["step_50", "25.0", "41.7", "50.0", "+25.0"],
+        ["", "[0, 50]", "[0, 83]", "[0, 100]", "[+0, +50]"],
     ]
 
 
 def test_table_fits_100_columns_with_many_k() -> None:
-    assert table_ks([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]) == [1, 4, 16, 64, 256, 1024]
+    assert table_ks([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]) == [1, 8, 64, 512, 1024]
+    assert table_ks([1, 2, 4, 8, 16, 32, 64, 128, 256]) == [1, 4, 16, 64, 256]
     assert table_ks([1, 2, 4, 8, 16, 32, 64, 100]) == [1, 4, 16, 64, 100]
     assert table_ks([1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]) == [1, 8, 64, 512, 2048]
     models = [("base", None), ("step_000050", 50)]
     many = [Record(m, s, f"/{m}", f"p{i}", 1024, 3 * i) for m, s in models for i in range(5)]
     lines, header, rows = _render(summarize(many))
     assert max(len(line) for line in lines) <= 100
-    assert header == ["model", "step", "pass@1", "pass@4", "pass@16", "pass@64", "pass@256", "pass@1024", "ΔSE"]
-    assert rows[0][0] == "base" and rows[1][0] == "step_000050"  # names not cut
+    assert header == ["model", "pass@1", "pass@8", "pass@64", "pass@512", "pass@1024", "ΔSE"]
+    assert rows[0][0] == "base" and rows[2][0] == "step_000050"  # names not cut
 
 
 def _synthetic_summary(num_checkpoints: int) -> Summary:

@@ -153,6 +153,8 @@ class EvalConfig:
     batch_size: int = 1024  # sequences generated at once
     after_train: bool = True  # rlvr-train sweeps base and checkpoints when training ends
     seed: int = 0  # seeds the sampler, so a sweep is reproducible
+    ci_level: float = 0.95  # coverage of every interval (paired bootstrap over problems); higher = wider
+    bootstrap_resamples: int = 2000  # bootstrap replicates per interval: more = steadier interval ends, slower summaries
     keep_samples: int = 16  # completions kept per (model, problem), at most n, beside the records (for perplexity); 0 = none
 
 
@@ -275,6 +277,10 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         )
     if ev.n < 1:
         raise ConfigError(f"eval.n={ev.n} must be >= 1")
+    if not 0 < ev.ci_level < 1:
+        raise ConfigError(f"eval.ci_level={ev.ci_level} must lie in (0, 1), e.g. 0.95")
+    if ev.bootstrap_resamples < 100:
+        raise ConfigError(f"eval.bootstrap_resamples={ev.bootstrap_resamples} is too few for a stable interval; use >= 1000")
     if ev.keep_samples < 0:
         raise ConfigError(f"eval.keep_samples={ev.keep_samples} must be >= 0 (0 keeps no completions)")
     if ev.k_max > ev.n:
