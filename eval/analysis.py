@@ -96,9 +96,9 @@ def _verdict_text(name: str, ks: list[int], rl_above: list[int], base_above: lis
     """One line, e.g. "step_200: above the base for k <= 4, below the base for k >= 64; curves cross at k = 11 [6, 19]"."""
     parts = []
     if rl_above:
-        parts.append(f"above the base for k {describe_ks(rl_above, ks)}")
+        parts.append(f"above the base for {describe_ks(rl_above, ks)}")
     if base_above:
-        parts.append(f"below the base for k {describe_ks(base_above, ks)}")
+        parts.append(f"below the base for {describe_ks(base_above, ks)}")
     if not parts:
         parts.append(f"no k where it differs significantly from the base ({100 * level:g}% paired bootstrap)")
     text = f"{name}: " + ", ".join(parts)
@@ -114,19 +114,23 @@ def describe_ks(ks: list[int], all_ks: Sequence[int]) -> str:
     """A set of k from the grid ``all_ks`` in words: a run from the grid's start or to its end reads as <= / >=.
 
     >>> describe_ks([1, 2, 4], [1, 2, 4, 8]), describe_ks([4, 8], [1, 2, 4, 8]), describe_ks([2, 4], [1, 2, 4, 8])
-    ('<= 4', '>= 4', 'in [2, 4]')
+    ('k <= 4', 'k >= 4', 'k in [2, 4]')
+    >>> describe_ks([1, 2, 4, 8], [1, 2, 4, 8]), describe_ks([1, 8], [1, 2, 4, 8]), describe_ks([2], [1, 2, 4])
+    ('every k (1 to 8)', 'k in {1, 8}', 'k = 2')
     """
     positions = [list(all_ks).index(k) for k in ks]
     contiguous = positions == list(range(positions[0], positions[-1] + 1))
+    if len(ks) == len(all_ks):
+        return f"every k ({ks[0]} to {ks[-1]})"
     if len(ks) == 1:
-        return f"= {ks[0]}"
+        return f"k = {ks[0]}"
     if contiguous and positions[0] == 0:
-        return f"<= {ks[-1]}"
+        return f"k <= {ks[-1]}"
     if contiguous and positions[-1] == len(all_ks) - 1:
-        return f">= {ks[0]}"
+        return f"k >= {ks[0]}"
     if contiguous:
-        return f"in [{ks[0]}, {ks[-1]}]"
-    return f"in {{{', '.join(map(str, ks))}}}"
+        return f"k in [{ks[0]}, {ks[-1]}]"
+    return f"k in {{{', '.join(map(str, ks))}}}"
 
 
 def subset_ids(tags: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, list[str]]]:

@@ -18,18 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from eval.compare import compare, print_comparison, write_comparison
 from eval.plot import plot_comparison
-from eval.sweep import eval_problems, records_path, report, sweep, targets_of
+from eval.study import sweep_and_report
 from eval.summarize import SummaryError
 from train.config import ConfigError, RunConfig, register_configs
 from train.models import resolve_base
-from train.tracking import RUN_INFO, Tracker, read_run_info, write_run_info
+from train.tracking import RUN_INFO, read_run_info, write_run_info
 
 
 
@@ -40,39 +39,6 @@ class EvalAppConfig(RunConfig):
 
 register_configs()
 ConfigStore.instance().store(name="eval_app_schema", node=EvalAppConfig)
-
-
-def sweep_and_report(run_dir: Path, cfg: RunConfig, progress: bool = True) -> dict:
-    """Sweep base + checkpoints, write ``<run_dir>/eval/``, log pass@k at each checkpoint's step."""
-    torch.set_num_threads(cfg.trainer.threads)
-    info = read_run_info(run_dir)
-    records = sweep(records_path(run_dir, cfg), targets_of(run_dir, info["base_model"]),
-                    eval_problems(cfg), cfg, progress=progress)
-    summary = report(run_dir, records, cfg.eval)
-    _log(run_dir, cfg, info["config"], summary)
-    return summary
-
-
-def _log(run_dir: Path, cfg: RunConfig, run_config: dict, summary: dict) -> None:
-    tracker = Tracker(run_dir, cfg.logger, run_config, name=Path(run_dir).name)
-    k_max = summary["k_max"]
-    base = summary["base"]["pass_at_k"]
-    for ckpt in summary["checkpoints"]:
-        tracker.log(
-            {
-                "eval/pass@1": ckpt["pass_at_k"][1],
-                f"eval/pass@{k_max}": ckpt["pass_at_k"][k_max],
-                "eval/delta_se": ckpt["delta_se"],
-                "eval/base_pass@1": base[1],
-                f"eval/base_pass@{k_max}": base[k_max],
-            },
-            step=ckpt["step"],
-        )
-    eval_dir = Path(run_dir) / "eval"
-    last = summary["checkpoints"][-1]["step"] if summary["checkpoints"] else 0
-    tracker.log_image("eval/passk_curves", eval_dir / "passk_curves.png", step=last)
-    tracker.log_image("eval/passk_over_steps", eval_dir / "passk_over_steps.png", step=last)
-    tracker.finish()
 
 
 class UsageError(ValueError):

@@ -27,19 +27,21 @@ _PASS1_COLOUR, _PASSK_COLOUR = "tab:blue", "tab:orange"
 
 
 def plot_passk_curves(summary: Summary, out_png: str | Path) -> Path:
-    """pass@k against k (log2 axis): base as a thick dashed black line, checkpoints by step colour."""
+    """pass@k against k (log2 axis): base as a thick dashed black line, checkpoints by step colour
+    (models without a step in colours of their own), each with its interval as a band."""
     fig, ax = _figure()
     ks = sorted(summary["base"]["pass_at_k"])
-    checkpoints = summary["checkpoints"]
+    checkpoints = [c for c in summary["checkpoints"] if c["step"] is not None]
+    others = [c for c in summary["checkpoints"] if c["step"] is None]
     norm = _step_norm([c["step"] for c in checkpoints])
 
     for ckpt in checkpoints:
         label = f"step {ckpt['step']}" if len(checkpoints) <= MAX_LEGEND_CHECKPOINTS else None
-        ax.plot(ks, _percent(ckpt["pass_at_k"], ks), color=_STEP_COLOURS(norm(ckpt["step"])),
-                marker="o", markersize=3, linewidth=1.6, label=label)
+        _curve(ax, ks, ckpt, _STEP_COLOURS(norm(ckpt["step"])), label, band=ckpt is checkpoints[-1])
+    for i, model in enumerate(others):
+        _curve(ax, ks, model, matplotlib.colormaps["tab10"](i % 10), model["model"], band=True)
     # Drawn last so it stays visible where checkpoint curves cross it.
-    ax.plot(ks, _percent(summary["base"]["pass_at_k"], ks), color="black", linestyle="--",
-            linewidth=3, label=_base_label(summary["base"]["model"]), zorder=3)
+    _curve(ax, ks, summary["base"], "black", _base_label(summary["base"]["model"]), band=True, base=True)
     if len(checkpoints) > MAX_LEGEND_CHECKPOINTS:
         fig.colorbar(ScalarMappable(norm=norm, cmap=_STEP_COLOURS), ax=ax, label="training step")
 
@@ -50,21 +52,48 @@ def plot_passk_curves(summary: Summary, out_png: str | Path) -> Path:
     ax.set_xlim(ks[0] / 1.15, ks[-1] * 1.15)
     ax.set_xlabel("k (samples per problem drawn)")
     ax.set_ylabel("pass@k")
-    ax.set_title(
-        f"pass@k: base vs RL checkpoints  ({summary['num_problems']} problems, n = {summary['n']})"
-    )
+    ax.set_title(f"pass@k: base vs RL checkpoints  ({summary['num_problems']} problems, n = {summary['n']})")
     ax.legend(loc="lower right", fontsize=9, title="model", title_fontsize=9)
+    _band_note(fig, summary, "bands: the base's, the last checkpoint's and other models'")
     return _save(fig, out_png)
+
+
+def _curve(ax: Axes, ks: list[int], model: dict, colour, label: str | None, band: bool, base: bool = False) -> None:
+    """One pass@k curve, with its interval as a translucent band when asked."""
+    style = {"linestyle": "--", "linewidth": 3, "zorder": 3} if base else {"marker": "o", "markersize": 3, "linewidth": 1.6}
+    ax.plot(ks, _percent(model["pass_at_k"], ks), color=colour, label=label, **style)
+    if band and "pass_at_k_ci" in model:
+        lo = [100 * model["pass_at_k_ci"][k][0] for k in ks]
+        hi = [100 * model["pass_at_k_ci"][k][1] for k in ks]
+        ax.fill_between(ks, lo, hi, color=colour, alpha=0.12, linewidth=0)
+
+
+def _band_note(fig: Figure, summary: Summary, which: str) -> None:
+    """The figure's foot: what the bands are and how much one problem weighs."""
+    if "ci_level" in summary:
+        fig.supxlabel(_band_words(summary, which), fontsize=7, color="dimgrey")
+
+
+def _band_words(summary: Summary, which: str) -> str | None:
+    if "ci_level" not in summary:
+        return None
+    return (f"{which}: {100 * summary['ci_level']:g}% paired bootstrap over problems; "
+            f"one problem = {100 / summary['num_problems']:.3g} points")  # fmt: skip
 
 
 def plot_over_steps(summary: Summary, out_png: str | Path) -> Path:
     """Checkpoints' pass@1 and pass@k_max against step, the base's as horizontal lines, ΔSE marked."""
     fig, ax = _figure()
     k_max, base = summary["k_max"], summary["base"]["pass_at_k"]
-    checkpoints = summary["checkpoints"]
+    checkpoints = [c for c in summary["checkpoints"] if c["step"] is not None]
     steps = [c["step"] for c in checkpoints]
     pass1 = [100 * c["pass_at_k"][1] for c in checkpoints]
     passk = [100 * c["pass_at_k"][k_max] for c in checkpoints]
+    if checkpoints and "pass_at_k_ci" in checkpoints[0]:
+        for k, colour in ((1, _PASS1_COLOUR), (k_max, _PASSK_COLOUR)):
+            lo = [100 * c["pass_at_k_ci"][k][0] for c in checkpoints]
+            hi = [100 * c["pass_at_k_ci"][k][1] for c in checkpoints]
+            ax.fill_between(steps, lo, hi, color=colour, alpha=0.15, linewidth=0)
 
     ax.axhline(100 * base[1], color=_PASS1_COLOUR, linestyle="--", linewidth=1.5, label="base pass@1")
     ax.plot(steps, pass1, color=_PASS1_COLOUR, marker="o", linewidth=2, label="checkpoint pass@1")
@@ -87,7 +116,9 @@ def plot_over_steps(summary: Summary, out_png: str | Path) -> Path:
         f"pass@1 and pass@{k_max} over training  ({summary['num_problems']} problems, n = {summary['n']})"
     )
     # Below the axes: inside, it would sit on the ΔSE band it explains.
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=9)
+    legend = fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=9,
+                        title=_band_words(summary, "coloured bands"), title_fontsize=7)  # fmt: skip
+    legend.get_title().set_color("dimgrey")
     return _save(fig, out_png)
 
 

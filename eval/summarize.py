@@ -309,5 +309,5 @@ def print_table(summary: Summary, console: Console | None = None) -> None:
     if summary["checkpoints"]:
         console.print("Verdicts (model - base, per k):")
         for line in verdict_lines(summary):
-            console.print(f"  {line}", highlight=False)
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
         console.print(format_overlap(summary))

@@ -22,10 +22,8 @@ from typing import Any, Optional, Sequence
 
 from tqdm.auto import tqdm
 
-from eval.plot import plot_over_steps, plot_passk_curves
 from eval.records import Record, append_records, done_keys, read_records
 from eval.samples import SampleSet, append_samples, samples_path
-from eval.summarize import print_table, summarize, write_summary
 from train.checkpoint import list_checkpoints
 from train.config import EvalConfig, RunConfig
 from train.models import load_model, load_tokenizer
@@ -44,10 +42,15 @@ class SweepTarget:
     path: str  # model folder or hub id
 
 
-def targets_of(run_dir: Path, base: str) -> list[SweepTarget]:
-    """The base model, then the run's checkpoints by step."""
+def targets_of(run_dir: Path, base: str, models: dict[str, str] | None = None) -> list[SweepTarget]:
+    """The base model, then the run's checkpoints by step, then ``models`` (name -> id or folder:
+    other models measured against the same base, ``eval.models``)."""
     found = [SweepTarget("base", None, base)]
     found += [SweepTarget(path.name, step, str(path)) for step, path in list_checkpoints(run_dir)]
+    for name, path in (models or {}).items():
+        if name in {t.model for t in found}:
+            raise ValueError(f"eval.models: the name {name!r} is taken (base or a checkpoint); choose another")
+        found.append(SweepTarget(name, None, str(path)))
     return found
 
 
@@ -189,15 +192,3 @@ def _warn_changed(path: Path, done: dict[tuple[str, str], str], hashes: dict[str
             f"{path}: {len(changed)} problem(s) under known ids now have other content (e.g. {changed[:3]}); "
             "their records no longer count and they are sampled again", stacklevel=3,
         )
-
-
-def report(run_dir: Path, records: Sequence[Record], ev: EvalConfig, console=None) -> dict:
-    """summary.json, the terminal table and the plots under ``<run_dir>/eval``."""
-    out = Path(run_dir) / "eval"
-    summary = summarize(list(records), k_max=ev.k_max or None, ci_level=ev.ci_level, resamples=ev.bootstrap_resamples,
-                        seed=ev.seed)  # fmt: skip
-    write_summary(summary, out / "summary.json")
-    print_table(summary, console=console)
-    plot_passk_curves(summary, out / "passk_curves.png")
-    plot_over_steps(summary, out / "passk_over_steps.png")
-    return summary

@@ -30,9 +30,18 @@ def test_main_job_writes_summary_plots_and_table(swept_run):
         assert ckpt["delta_se"] == pytest.approx(summary["base"]["pass_at_k"][8] - ckpt["pass_at_k"][1])
         curve = [ckpt["pass_at_k"][k] for k in (1, 2, 4, 8)]
         assert curve == sorted(curve)  # pass@k never falls as k grows
-    for png in ("passk_curves.png", "passk_over_steps.png"):
+    for png in ("passk_curves.png", "passk_over_steps.png", "accuracy_histograms.png", "perplexity.png"):
         assert (run_dir / "eval" / png).read_bytes()[:4] == b"\x89PNG"
     assert "ΔSE" in proc.stdout and "step_000004" in proc.stdout
+    assert "6 problems; one problem = 16.7 points" in proc.stdout and "Verdicts (model - base, per k):" in proc.stdout
+    for ckpt in summary["checkpoints"]:  # the contract others build on
+        assert ckpt["verdict"]["text"].startswith(ckpt["model"]) and ckpt["verdict"]["text"] in proc.stdout
+        assert sum(ckpt["overlap"].values()) == 6 and sorted(ckpt["diff_vs_base"]) == [1, 2, 4, 8]
+        assert ckpt["delta_se_ci"][0] <= ckpt["delta_se"] <= ckpt["delta_se_ci"][1]
+    # perplexity of every model's kept responses, under the base and under itself
+    table = json.loads((run_dir / "eval" / "perplexity.json").read_text())["models"]
+    assert sorted(table) == ["base", "step_000002", "step_000004"]
+    assert all(v["under_base"]["count"] > 0 and v["under_self"]["median"] >= 1.0 for v in table.values())
     # eval results are logged at the checkpoints' training steps
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = {m["train/step"]: m for m in logged if "eval/pass@1" in m}
@@ -103,3 +112,17 @@ def test_sweep_killed_mid_way_resumes_to_the_uninterrupted_summary(swept_run, tm
         for model in (summary["base"], *summary["checkpoints"]):
             model.pop("path")
     assert resumed == uninterrupted
+
+
+def test_eval_logs_curves_with_intervals_to_wandb_offline(swept_run):
+    """Each checkpoint's pass@k curve with its interval as a wandb Table (and chart) at its step, offline."""
+    root, run_dir, _ = swept_run
+    run_cli("rlvr-eval", [f"run_dir={run_dir}", "logger.wandb=true", "logger.mode=offline"], cwd=root)
+    tables = sorted((run_dir / "wandb").glob("offline-run-*/files/media/table/eval/passk_curve_table_*.table.json"))
+    assert len(tables) == 2  # one per checkpoint
+    summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+    rows = json.loads(tables[-1].read_text())
+    assert rows["columns"] == ["k", "model", "pass@k", "lo", "hi"]
+    last = summary["checkpoints"][-1]
+    mine = {row[0]: row[2:] for row in rows["data"] if row[1] == last["model"]}
+    assert mine[8] == pytest.approx([last["pass_at_k"]["8"], *last["pass_at_k_ci"]["8"]])

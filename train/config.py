@@ -155,6 +155,12 @@ class EvalConfig:
     seed: int = 0  # seeds the sampler, so a sweep is reproducible
     ci_level: float = 0.95  # coverage of every interval (paired bootstrap over problems); higher = wider
     bootstrap_resamples: int = 2000  # bootstrap replicates per interval: more = steadier interval ends, slower summaries
+    # Benchmarks swept besides training's: task presets by name, or {preset: name, <task field>: value} to
+    # override fields (e.g. {preset: math500, path: data/math500.jsonl}); [] = the run's own task only.
+    # The first is the main one (eval/summary.json); the others land in eval/tasks/<name>/.
+    tasks: list[Any] = field(default_factory=list)
+    models: dict[str, str] = field(default_factory=dict)  # other models swept against the base: name -> hub id or folder (e.g. a published RL release)
+    perplexity: bool = True  # score kept responses under the base and their own model (paper Fig. 6): a forward pass each
     keep_samples: int = 16  # completions kept per (model, problem), at most n, beside the records (for perplexity); 0 = none
 
 

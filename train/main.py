@@ -166,7 +166,7 @@ def _hydra_main(raw: DictConfig) -> None:
         print(f"config error: {err}", file=sys.stderr)
         sys.exit(2)
     if done is not None and cfg.eval.after_train:
-        from eval.main import sweep_and_report
+        from eval.study import sweep_and_report
 
         sweep_and_report(done, cfg)
 

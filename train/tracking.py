@@ -41,6 +41,15 @@ class Tracker:
 
             self._wandb.log({key: wandb.Image(str(png)), STEP_KEY: step})
 
+    def log_curve(self, key: str, rows: list[list[Any]], columns: list[str], step: int) -> None:
+        """A table (wandb.Table) and its line chart, one line per value of the table's second column."""
+        if self._wandb is not None:
+            import wandb
+
+            table = wandb.Table(columns=columns, data=rows)
+            chart = wandb.plot.line(table, columns[0], columns[2], stroke=columns[1], title=key)
+            self._wandb.log({f"{key}_table": table, key: chart, STEP_KEY: step})
+
     def finish(self) -> None:
         if self._wandb is not None:
             self._wandb.finish()
