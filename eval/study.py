@@ -22,7 +22,7 @@ from eval.records import Record
 from eval.samples import read_samples, samples_path
 from eval.summarize import print_table, summarize, write_summary
 from eval.sweep import SweepTarget, eval_problems, records_path, sweep, targets_of
-from train.config import RunConfig, TaskConfig
+from train.config import ConfigError, RunConfig, TaskConfig
 from train.tracking import Tracker, read_run_info
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -45,12 +45,12 @@ def eval_tasks(cfg: RunConfig) -> list[TaskConfig]:
         file = CONF / "task" / f"{preset}.yaml"
         if not file.is_file():
             known = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
-            raise ValueError(f"eval.tasks: no task preset {preset!r}; known: {', '.join(known)}")
+            raise ConfigError(f"eval.tasks: no task preset {preset!r}; known: {', '.join(known)}")
         merged = OmegaConf.merge(OmegaConf.structured(TaskConfig), OmegaConf.load(file), fields)
         tasks.append(OmegaConf.to_object(merged))
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
-        raise ValueError(f"eval.tasks names a task twice ({names}); each task's results go in a folder by its name")
+        raise ConfigError(f"eval.tasks names a task twice ({names}); each task's results go in a folder by its name")
     return tasks
 
 

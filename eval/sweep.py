@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from eval.records import Record, append_records, done_keys, read_records
 from eval.samples import SampleSet, append_samples, samples_path
 from train.checkpoint import list_checkpoints
-from train.config import EvalConfig, RunConfig
+from train.config import ConfigError, EvalConfig, RunConfig
 from train.models import load_model, load_tokenizer
 from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine, SamplingParams
@@ -49,7 +49,7 @@ def targets_of(run_dir: Path, base: str, models: dict[str, str] | None = None) -
     found += [SweepTarget(path.name, step, str(path)) for step, path in list_checkpoints(run_dir)]
     for name, path in (models or {}).items():
         if name in {t.model for t in found}:
-            raise ValueError(f"eval.models: the name {name!r} is taken (base or a checkpoint); choose another")
+            raise ConfigError(f"eval.models: the name {name!r} is taken (base or a checkpoint); choose another")
         found.append(SweepTarget(name, None, str(path)))
     return found
 
