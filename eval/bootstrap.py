@@ -6,7 +6,7 @@ Testing Statistical Significance in NLP"): each replicate draws P problem ids wi
 averages every model's per-problem pass@k over the *same* draw, so base and checkpoint keep their
 pairing and the difference's interval is far narrower than the two marginal intervals suggest.
 Intervals are percentile intervals of the replicates. With several seeds of one configuration the
-resampling has two levels (:func:`seed_replicates`): seeds first, then problems.
+resampling has two levels (:func:`two_level_means`): seeds first, then problems.
 
 Pure numpy; everything is seeded, so an interval is reproducible.
 """
@@ -66,20 +66,31 @@ def passk_matrix(n: np.ndarray, correct: np.ndarray, ks: list[int]) -> np.ndarra
     return np.stack([pass_at_k(np.asarray(n), np.asarray(correct), k) for k in ks], axis=1).astype(float)
 
 
-def seed_replicates(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+def seed_draws(num_seeds: int, resamples: int, seed: int) -> np.ndarray:
+    """(B, S) counts of each seed in each replicate: S seeds drawn with replacement, seeded."""
+    rng = np.random.default_rng([seed, 1])  # a stream of its own, apart from the problems' draw
+    return rng.multinomial(num_seeds, np.full(num_seeds, 1.0 / num_seeds), size=resamples)
+
+
+def two_level_means(values: np.ndarray, problems: Resampling, seeds: np.ndarray) -> np.ndarray:
     """Two-level bootstrap of a mean over seeds and problems: (S, P, ...) -> (B, ...).
 
-    Each replicate draws S seeds with replacement, then P problems with replacement (one draw
-    shared by every seed, as every seed was measured on the same problems), and averages.
+    Replicate b weights seed s by ``seeds[b, s]`` and problem i by ``problems.counts[b, i]``: one
+    problem draw shared by every seed (every seed was measured on the same problems), and by the
+    base when the caller uses the same ``problems`` for it, so differences stay paired.
     """
     values = np.asarray(values, dtype=float)
     num_seeds, num_problems = values.shape[:2]
-    rng = np.random.default_rng(seed)
-    seed_counts = rng.multinomial(num_seeds, np.full(num_seeds, 1.0 / num_seeds), size=resamples)  # (B, S)
-    problem_counts = rng.multinomial(num_problems, np.full(num_problems, 1.0 / num_problems), size=resamples)  # (B, P)
     flat = values.reshape(num_seeds, num_problems, -1)
-    out = np.einsum("bs,bp,spk->bk", seed_counts, problem_counts, flat) / (num_seeds * num_problems)
-    return out.reshape((resamples, *values.shape[2:]))
+    out = np.einsum("bs,bp,spk->bk", seeds, problems.counts, flat) / (num_seeds * num_problems)
+    return out.reshape((seeds.shape[0], *values.shape[2:]))
+
+
+def seed_replicates(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """:func:`two_level_means` with its own draws of seeds and problems: (S, P, ...) -> (B, ...)."""
+    values = np.asarray(values)
+    problems = Resampling.draw(values.shape[1], resamples, seed)
+    return two_level_means(values, problems, seed_draws(values.shape[0], resamples, seed))
 
 
 def crossing(diff: np.ndarray, ks: list[int]) -> np.ndarray:

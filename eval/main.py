@@ -22,8 +22,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from eval.compare import compare, print_comparison, write_comparison
-from eval.plot import plot_comparison
+from eval.compare import compare, load_run, print_comparison, write_comparison
+from eval.plot import plot_comparison, plot_comparison_over_steps
+from eval.report import write_report
 from eval.study import sweep_and_report
 from eval.summarize import SummaryError
 from train.config import ConfigError, RunConfig, register_configs
@@ -98,16 +99,18 @@ def runs_in(folder: Path) -> list[Path]:
 
 
 def compare_runs(folder: Path, runs: list[Path], overrides: list[str]) -> dict:
-    """Sweep every run (resuming finished sweeps costs nothing), then the cross-algorithm table and plot."""
-    summaries = {}
+    """Sweep every run (resuming finished sweeps costs nothing), then the comparison table and plots."""
+    cfg = None
     for run in runs:
         cfg = run_config_with_overrides(run, overrides)
-        name = cfg.algorithm.name if cfg.algorithm.name not in summaries else run.name
-        summaries[name] = sweep_and_report(run, cfg)
-    comparison = compare(summaries)
+        sweep_and_report(run, cfg)
+    comparison = compare([load_run(run) for run in runs], ci_level=cfg.eval.ci_level,
+                         resamples=cfg.eval.bootstrap_resamples, seed=cfg.eval.seed)  # fmt: skip
     write_comparison(comparison, folder / "comparison.json")
     print_comparison(comparison)
     plot_comparison(comparison, folder / "comparison.png")
+    plot_comparison_over_steps(comparison, folder / "comparison_over_steps.png")
+    print(f"report: {write_report(folder)}")
     return comparison
 
 

@@ -162,21 +162,47 @@ def _save(fig: Figure, out_png: str | Path) -> Path:
 
 
 def plot_comparison(comparison: dict, out_png: str | Path) -> Path:
-    """pass@k curves of each algorithm's final checkpoint against the shared base (log2 k axis)."""
+    """pass@k curves of each group's last checkpoint against the shared base (log2 k axis), with bands."""
     fig, ax = _figure()
-    base = comparison["base"]["pass_at_k"]
-    ks = sorted(base)
+    ks = sorted(comparison["base"]["pass_at_k"])
     colours = matplotlib.colormaps["tab10"]
-    for i, row in enumerate(comparison["runs"]):
-        ax.plot(ks, _percent(row["pass_at_k"], ks), color=colours(i % 10), marker="o", markersize=3,
-                linewidth=1.6, label=f"{row['name']} (step {row['step']})")
-    ax.plot(ks, _percent(base, ks), color="black", linestyle="--", linewidth=2.6, label="base")
+    for i, group in enumerate(comparison["groups"]):
+        seeds = f", {len(group['seeds'])} seeds" if len(group["seeds"]) > 1 else ""
+        _curve(ax, ks, group, colours(i % 10), f"{group['label']} (step {group['step']}{seeds})", band=True)
+    _curve(ax, ks, comparison["base"], "black", "base", band=True, base=True)
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(ks))
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda k, _: f"{int(k)}"))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("k (samples per problem drawn)")
     ax.set_ylabel("pass@k")
-    ax.set_title(f"pass@k by algorithm  ({comparison['num_problems']} problems, n = {comparison['n']})")
-    ax.legend(title="model", fontsize=8, loc="lower right")
+    ax.set_title(f"pass@k by configuration  ({comparison['num_problems']} problems, n = {comparison['n']})")
+    ax.legend(fontsize=8, loc="lower right")
+    _band_note(fig, comparison, "bands")
+    return _save(fig, out_png)
+
+
+def plot_comparison_over_steps(comparison: dict, out_png: str | Path) -> Path:
+    """pass@1 (solid) and pass@k_max (dashed) of each group at every evaluated step, with bands;
+    the base's as grey horizontal lines (paper Fig. 1 right)."""
+    fig, ax = _figure()
+    k_max, base = comparison["k_max"], comparison["base"]["pass_at_k"]
+    colours = matplotlib.colormaps["tab10"]
+    ax.axhline(100 * base[1], color="grey", linestyle="-", linewidth=1.2, label="base pass@1")
+    ax.axhline(100 * base[k_max], color="grey", linestyle="--", linewidth=1.2, label=f"base pass@{k_max}")
+    for i, group in enumerate(comparison["groups"]):
+        rows = group["over_steps"]
+        steps = [r["step"] for r in rows]
+        for k, style in ((1, "-"), (k_max, "--")):
+            ax.plot(steps, [100 * r["pass_at_k"][k] for r in rows], color=colours(i % 10), linestyle=style, marker="o",
+                    markersize=3, label=f"{group['label']} pass@{k}")  # fmt: skip
+            ax.fill_between(steps, [100 * r["pass_at_k_ci"][k][0] for r in rows],
+                            [100 * r["pass_at_k_ci"][k][1] for r in rows], color=colours(i % 10), alpha=0.1, linewidth=0)  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"pass@1 and pass@{k_max} over training  ({comparison['num_problems']} problems, n = {comparison['n']})")
+    legend = fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8,
+                        title=_band_words(comparison, "bands"), title_fontsize=7)  # fmt: skip
+    legend.get_title().set_color("dimgrey")
     return _save(fig, out_png)

@@ -19,6 +19,7 @@ from eval.perplexity import perplexity_table, read_perplexity, samples_digest, w
 from eval.figures import plot_accuracy_histograms, plot_perplexity
 from eval.plot import plot_over_steps, plot_passk_curves
 from eval.records import Record
+from eval.report import write_report
 from eval.samples import read_samples, samples_path
 from eval.summarize import print_table, summarize, write_summary
 from eval.sweep import SweepTarget, eval_problems, records_path, sweep, targets_of
@@ -68,6 +69,7 @@ def sweep_and_report(run_dir: Path, cfg: RunConfig, progress: bool = True) -> di
         records = sweep(records_file, targets, problems, task_cfg, progress=progress)
         summaries[task.name] = report(out, records, task_cfg, targets, problems, records_file, progress=progress)
     _log(run_dir, cfg, info["config"], summaries)
+    print(f"report: {write_report(run_dir)}")
     return next(iter(summaries.values()))
 
 
@@ -79,6 +81,7 @@ def report(
     ev = cfg.eval
     summary = summarize(records, k_max=ev.k_max or None, ci_level=ev.ci_level, resamples=ev.bootstrap_resamples,
                         seed=ev.seed)  # fmt: skip
+    summary["records"] = records_file.name  # in <run>/eval/, whichever task
     write_summary(summary, out / "summary.json")
     print(f"\n{cfg.task.name}:")
     print_table(summary)

@@ -19,6 +19,7 @@ from typing import TypedDict
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from typing_extensions import NotRequired  # typing's own from Python 3.11
 
 from eval.analysis import Overlap, Verdict, accuracy_histogram, mcnemar_p, overlap, subset_ids, verdict
 from eval.bootstrap import Resampling, interval, passk_matrix
@@ -60,6 +61,7 @@ class Summary(TypedDict):
     base: ModelSummary
     checkpoints: list[CheckpointSummary]  # ordered by step, then models without a step in sweep order
     subsets: dict[str, dict[str, dict]]  # tag -> value -> summary of those problems alone (no deeper subsets)
+    records: NotRequired[str]  # the records file behind it, in <run>/eval/ (written by the sweep)
 
 
 class SummaryError(ValueError):
@@ -248,7 +250,7 @@ def format_table(summary: Summary) -> Table:
     ks = table_ks(sorted(summary["base"]["pass_at_k"]))
     table = Table(
         title=f"pass@k (%) over {summary['num_problems']} problems, n = {summary['n']} samples each",
-        caption=f"{_scale(summary)}; \\[lo, hi]: {_ci_words(summary)}\n"
+        caption=f"{problem_scale(summary)}; \\[lo, hi]: {ci_words(summary)}\n"
         f"ΔSE = base pass@{summary['k_max']} - checkpoint pass@1 (points; smaller is better)",
     )
     table.add_column("model", no_wrap=True)
@@ -257,12 +259,12 @@ def format_table(summary: Summary) -> Table:
     table.add_column("ΔSE", justify="right", no_wrap=True)
 
     base = summary["base"]
-    table.add_row(base["model"], *(_cell(base["pass_at_k"][k], base["pass_at_k_ci"][k]) for k in ks), "-", style="bold")
+    table.add_row(base["model"], *(format_cell(base["pass_at_k"][k], base["pass_at_k_ci"][k]) for k in ks), "-", style="bold")
     for ckpt in summary["checkpoints"]:
         table.add_row(
             ckpt["model"],
-            *(_cell(ckpt["pass_at_k"][k], ckpt["pass_at_k_ci"][k]) for k in ks),
-            _cell(ckpt["delta_se"], ckpt["delta_se_ci"], signed=True),
+            *(format_cell(ckpt["pass_at_k"][k], ckpt["pass_at_k_ci"][k]) for k in ks),
+            format_cell(ckpt["delta_se"], ckpt["delta_se_ci"], signed=True),
         )
     return table
 
@@ -285,19 +287,19 @@ def verdict_lines(summary: Summary) -> list[str]:
     return [ckpt["verdict"]["text"] for ckpt in summary["checkpoints"]]
 
 
-def _cell(value: float, ci: list[float], signed: bool = False) -> str:
+def format_cell(value: float, ci: list[float], signed: bool = False) -> str:
     """A figure in % (points when signed) with its interval on the line beneath, dimmed and in whole
     points (its ends are themselves uncertain by about a problem's worth)."""
     sign = "+" if signed else ""
     return f"{100 * value:{sign}.1f}\n[dim]\\[{100 * ci[0]:{sign}.0f}, {100 * ci[1]:{sign}.0f}][/dim]"
 
 
-def _scale(summary: Summary) -> str:
+def problem_scale(summary: Summary) -> str:
     count = summary["num_problems"]
     return f"{count} problems; one problem = {100 / count:.3g} points"
 
 
-def _ci_words(summary: Summary) -> str:
+def ci_words(summary: Summary) -> str:
     return (f"{100 * summary['ci_level']:g}% paired bootstrap over problems "
             f"({summary['bootstrap_resamples']} resamples, seed {summary['bootstrap_seed']})")  # fmt: skip
 

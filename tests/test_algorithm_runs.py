@@ -50,16 +50,27 @@ def test_algorithm_trains_and_checkpoints(algorithm, tmp_path, tiny_cache):
 
 
 def test_multirun_comparison_table(tmp_path, tiny_cache):
-    """`rlvr-train -m algorithm=...` then rlvr-eval on the multirun folder: one row per algorithm."""
+    """`rlvr-train -m algorithm=... seed=...` then rlvr-eval on the multirun folder: one row per algorithm, its
+    seeds pooled (two-level bootstrap), and one report for the whole multirun."""
     sweep_dir = tmp_path / "multirun"
-    evals = ["eval.n=4", "eval.num_problems=4", "eval.batch_size=16", "trainer.total_steps=2"]
-    run_cli("rlvr-train", ["-m", "algorithm=grpo,rloo", f"hydra.sweep.dir={sweep_dir}", f"model.cache_dir={tiny_cache}",
-                           *TINY, *evals], cwd=tmp_path)
+    evals = ["eval.n=4", "eval.num_problems=4", "eval.batch_size=16", "trainer.total_steps=2", "eval.after_train=false"]
+    run_cli("rlvr-train", ["-m", "algorithm=grpo,rloo", "seed=0,1", f"hydra.sweep.dir={sweep_dir}",
+                           f"model.cache_dir={tiny_cache}", *TINY, *evals], cwd=tmp_path)  # fmt: skip
     proc = run_cli("rlvr-eval", [f"run_dir={sweep_dir}"], cwd=tmp_path)
     comparison = json.loads((sweep_dir / "comparison.json").read_text())
-    assert [row["name"] for row in comparison["runs"]] == ["grpo", "rloo"]
-    for row in comparison["runs"]:
-        assert row["step"] == 2
-        assert row["delta_se"] == pytest.approx(comparison["base"]["pass_at_k"]["4"] - row["pass_at_k"]["1"])
-    assert (sweep_dir / "comparison.png").read_bytes()[:4] == b"\x89PNG"
-    assert "grpo" in proc.stdout and "rloo" in proc.stdout
+    assert [g["label"] for g in comparison["groups"]] == ["algorithm=grpo", "algorithm=rloo"]
+    for group in comparison["groups"]:
+        assert group["step"] == 2 and sorted(group["seeds"]) == [0, 1] and len(group["runs"]) == 2
+        assert group["delta_se"] == pytest.approx(comparison["base"]["pass_at_k"]["4"] - group["pass_at_k"]["1"])
+        lo, hi = group["pass_at_k_ci"]["1"]
+        assert lo <= group["pass_at_k"]["1"] <= hi
+        runs = [json.loads((sweep_dir / run / "eval" / "summary.json").read_text()) for run in group["runs"]]
+        mean = sum(r["checkpoints"][-1]["pass_at_k"]["1"] for r in runs) / 2  # the row is the mean over seeds
+        assert group["pass_at_k"]["1"] == pytest.approx(mean)
+    for png in ("comparison.png", "comparison_over_steps.png"):
+        assert (sweep_dir / png).read_bytes()[:4] == b"\x89PNG"
+    assert "algorithm=grpo" in proc.stdout and "algorithm=rloo" in proc.stdout
+    report = (sweep_dir / "report.md").read_text()
+    assert "## Comparison (Table 2)" in report and "| algorithm=rloo | 2 | 2 |" in report
+    assert all(f"]({run}/report.md)" in report for g in comparison["groups"] for run in g["runs"])
+    assert all((sweep_dir / run / "report.md").exists() for g in comparison["groups"] for run in g["runs"])

@@ -1,6 +1,7 @@
 """rlvr-train's closing sweep and rlvr-eval: the summary contract, plots, and resuming a sweep."""
 
 import json
+import re
 
 import pytest
 
@@ -42,6 +43,14 @@ def test_main_job_writes_summary_plots_and_table(swept_run):
     table = json.loads((run_dir / "eval" / "perplexity.json").read_text())["models"]
     assert sorted(table) == ["base", "step_000002", "step_000004"]
     assert all(v["under_base"]["count"] > 0 and v["under_self"]["median"] >= 1.0 for v in table.values())
+    # the report: every table with intervals, the verdicts, and figures that exist
+    report = (run_dir / "report.md").read_text()
+    for section in (": pass@k", ": over training (Table 3)", ": solvable problems (Tables 4-5)", ": per-problem accuracy (Fig. 5)",
+                    ": perplexity of responses (Fig. 6)"):  # fmt: skip
+        assert f"## arithmetic{section}" in report
+    assert summary["checkpoints"][-1]["verdict"]["text"] in report
+    for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
+        assert (run_dir / link).read_bytes()[:4] == b"\x89PNG"
     # eval results are logged at the checkpoints' training steps
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = {m["train/step"]: m for m in logged if "eval/pass@1" in m}
