@@ -27,7 +27,7 @@ from eval.plot import plot_comparison, plot_comparison_over_steps
 from eval.report import write_report
 from eval.study import sweep_and_report
 from eval.summarize import SummaryError
-from train.config import ConfigError, RunConfig, register_configs
+from train.config import ConfigError, EvalConfig, RunConfig, register_configs
 from train.models import resolve_base
 from train.tracking import RUN_INFO, read_run_info, write_run_info
 
@@ -99,13 +99,18 @@ def runs_in(folder: Path) -> list[Path]:
 
 
 def compare_runs(folder: Path, runs: list[Path], overrides: list[str]) -> dict:
-    """Sweep every run (resuming finished sweeps costs nothing), then the comparison table and plots."""
+    """Sweep every run (resuming finished sweeps costs nothing), then the comparison table, plots and report."""
     cfg = None
     for run in runs:
         cfg = run_config_with_overrides(run, overrides)
         sweep_and_report(run, cfg)
-    comparison = compare([load_run(run) for run in runs], ci_level=cfg.eval.ci_level,
-                         resamples=cfg.eval.bootstrap_resamples, seed=cfg.eval.seed)  # fmt: skip
+    return compare_and_report(folder, runs, cfg.eval)
+
+
+def compare_and_report(folder: Path, runs: list[Path], ev: EvalConfig) -> dict:
+    """The comparison of runs already swept: ``comparison.json``, the table, the plots and ``report.md``."""
+    comparison = compare([load_run(run) for run in runs], ci_level=ev.ci_level, resamples=ev.bootstrap_resamples,
+                         seed=ev.seed)  # fmt: skip
     write_comparison(comparison, folder / "comparison.json")
     print_comparison(comparison)
     plot_comparison(comparison, folder / "comparison.png")

@@ -50,14 +50,17 @@ def test_algorithm_trains_and_checkpoints(algorithm, tmp_path, tiny_cache):
 
 
 def test_multirun_comparison_table(tmp_path, tiny_cache):
-    """`rlvr-train -m algorithm=... seed=...` then rlvr-eval on the multirun folder: one row per algorithm, its
-    seeds pooled (two-level bootstrap), and one report for the whole multirun."""
+    """`rlvr-train -m algorithm=... seed=...` ends with the comparison of its runs: one row per algorithm, its
+    seeds pooled (two-level bootstrap), one report for the whole multirun; rlvr-eval on the folder agrees."""
     sweep_dir = tmp_path / "multirun"
-    evals = ["eval.n=4", "eval.num_problems=4", "eval.batch_size=16", "trainer.total_steps=2", "eval.after_train=false"]
-    run_cli("rlvr-train", ["-m", "algorithm=grpo,rloo", "seed=0,1", f"hydra.sweep.dir={sweep_dir}",
-                           f"model.cache_dir={tiny_cache}", *TINY, *evals], cwd=tmp_path)  # fmt: skip
+    evals = ["eval.n=4", "eval.num_problems=4", "eval.batch_size=16", "trainer.total_steps=2"]
+    train = run_cli("rlvr-train", ["-m", "algorithm=grpo,rloo", "seed=0,1", f"hydra.sweep.dir={sweep_dir}",
+                                   f"model.cache_dir={tiny_cache}", *TINY, *evals], cwd=tmp_path)  # fmt: skip
+    at_the_end = json.loads((sweep_dir / "comparison.json").read_text())
+    assert "From one base: 4 problems" in train.stdout and (sweep_dir / "report.md").exists()
     proc = run_cli("rlvr-eval", [f"run_dir={sweep_dir}"], cwd=tmp_path)
     comparison = json.loads((sweep_dir / "comparison.json").read_text())
+    assert comparison == at_the_end
     assert [g["label"] for g in comparison["groups"]] == ["algorithm=grpo", "algorithm=rloo"]
     for group in comparison["groups"]:
         assert group["step"] == 2 and sorted(group["seeds"]) == [0, 1] and len(group["runs"]) == 2
