@@ -42,15 +42,19 @@ def test_checkpoints_load_with_transformers(trained_run):
 
 
 def test_resume_reproduces_the_uninterrupted_run(trained_run, tiny_cache):
-    """resume=auto (as a restarted sweep uses) picks up the latest complete checkpoint."""
+    """resume=auto (as a restarted sweep uses) picks up the latest complete checkpoint; a half-written
+    checkpoint and a half-written last metrics line are dropped."""
     root, run_dir = trained_run
     crashed = root / "crashed"
     shutil.copytree(run_dir, crashed)
     shutil.rmtree(crashed / "checkpoints" / "step_000004")  # as if killed after step 3's log
     (crashed / "checkpoints" / ".tmp-step_000004").mkdir()  # and mid-save
+    with (crashed / "metrics.jsonl").open("a") as f:
+        f.write('{"train/step": 5, "train/rew')  # and mid-write of a metrics line
     assert latest_checkpoint(crashed)[0] == 2
-    run_cli("rlvr-train", [f"run_dir={crashed}", f"model.cache_dir={tiny_cache}", *TINY,
-                           "trainer.total_steps=4", "trainer.save_every=2", "eval.after_train=false", "resume=auto"], cwd=root)
+    proc = run_cli("rlvr-train", [f"run_dir={crashed}", f"model.cache_dir={tiny_cache}", *TINY, "trainer.total_steps=4",
+                                  "trainer.save_every=2", "eval.after_train=false", "resume=auto"], cwd=root)
+    assert f"{crashed / 'metrics.jsonl'}:5: skipping a truncated last line" in proc.stderr
     reference = {m["train/step"]: m for m in metrics(run_dir)}
     resumed = {m["train/step"]: m for m in metrics(crashed)}
     assert sorted(resumed) == [1, 2, 3, 4]  # no duplicated steps

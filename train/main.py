@@ -32,7 +32,7 @@ from train.rollout.base import RolloutEngine
 from train.rollout.hf import HFEngine
 from train.tasks import load_task
 from train.tasks.templates import chat_problems
-from train.tracking import Tracker, truncate_metrics, write_run_info
+from train.tracking import Tracker, start_metrics, write_run_info
 
 register_configs()
 
@@ -80,8 +80,8 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
     ref_model = _reference(cfg, base, model, acc) if uses_ref else None
     if start_step:
         load_training_state(acc, latest_checkpoint(run_dir)[1])
-        if acc.is_main_process:
-            truncate_metrics(run_dir, start_step)
+    if acc.is_main_process:  # metrics follow the checkpoint: up to its step, or a new file from step 0
+        start_metrics(run_dir, start_step)
     tracker = Tracker(run_dir, cfg.logger, resolved, name=run_dir.name, enabled=acc.is_main_process)
     problems = load_task(cfg.task, "train")
     if cfg.task.chat:  # instruct models: prompts in the tokenizer's chat template
@@ -133,6 +133,11 @@ def _start_step_or_fail(cfg: RunConfig, run_dir: Path) -> int:
     latest = latest_checkpoint(run_dir)
     mode = str(cfg.resume).lower()
     if latest is not None and mode in ("true", "auto"):
+        if latest[0] > cfg.trainer.total_steps:
+            raise ConfigError(
+                f"the latest checkpoint of {run_dir} is at step {latest[0]}, past trainer.total_steps="
+                f"{cfg.trainer.total_steps}; raise trainer.total_steps to train on from it"
+            )
         return latest[0]
     if mode == "true":
         raise ConfigError(f"resume=true but {run_dir} holds no complete checkpoint; drop resume=true to start fresh")
