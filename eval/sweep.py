@@ -17,12 +17,13 @@ from eval.records import Record, append_records, done_keys, read_records
 from eval.summarize import print_table, summarize, write_summary
 from train.checkpoint import list_checkpoints
 from train.config import EvalConfig, RunConfig
-from train.models import load_model, load_tokenizer
+from train.models import load_model, load_tokenizer, resolve_base
 from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine, SamplingParams
 from train.rollout.hf import HFEngine
 from train.sampling import score
-from train.tasks import Problem, load_task
+from train.tasks import Problem
+from train.tasks.limits import load_problems
 from train.tasks.templates import chat_problems
 
 
@@ -47,7 +48,9 @@ def records_path(run_dir: Path, ev: EvalConfig) -> Path:
 
 
 def eval_problems(cfg: RunConfig) -> list[Problem]:
-    problems = load_task(cfg.task, "test")
+    """The first ``eval.num_problems`` test problems whose prompts fit the base model (``task.max_prompt_tokens``)."""
+    base = resolve_base(cfg.model, cfg.task)
+    problems = load_problems(cfg, "test", base, load_tokenizer(base, cfg.model))
     return problems[: cfg.eval.num_problems] if cfg.eval.num_problems else problems
 
 

@@ -30,7 +30,7 @@ from train.models import load_model, load_tokenizer, resolve_base
 from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine
 from train.rollout.hf import HFEngine
-from train.tasks import load_task
+from train.tasks.limits import load_problems
 from train.tasks.templates import chat_problems
 from train.tracking import Tracker, start_metrics, write_run_info
 
@@ -83,7 +83,7 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
     if acc.is_main_process:  # metrics follow the checkpoint: up to its step, or a new file from step 0
         start_metrics(run_dir, start_step)
     tracker = Tracker(run_dir, cfg.logger, resolved, name=run_dir.name, enabled=acc.is_main_process)
-    problems = load_task(cfg.task, "train")
+    problems = load_problems(cfg, "train", base, tokenizer, verbose=acc.is_main_process)
     if cfg.task.chat:  # instruct models: prompts in the tokenizer's chat template
         problems = chat_problems(problems, tokenizer)
     trainer = Trainer(
