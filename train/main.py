@@ -23,6 +23,7 @@ from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation
 from train.checkpoint import latest_checkpoint, list_checkpoints, load_training_state, remove_partial_checkpoints
 from train.config import ConfigError, RunConfig, check, register_configs
 from train.critic import PolicyWithCritic, load_critic, policy_context, policy_of
+from train.errors import RunError
 from train.distributed import build_accelerator, keep_grad_norm, world_size_from_env
 from train.loop import Trainer, train
 from train.lora import AdaptersOff, is_lora, with_lora
@@ -170,6 +171,9 @@ def _hydra_main(raw: DictConfig) -> None:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunError as err:  # the message says what failed and how to go on; a traceback would bury it
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     if done is not None and cfg.eval.after_train:
         from eval.main import sweep_and_report
 
