@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
-import torch.distributed
 from accelerate import Accelerator
 from safetensors import SafetensorError
 from transformers import PreTrainedTokenizerBase
 from trl.models.utils import unwrap_model_for_generation
 
 from train.critic import policy_of, split_state_dict
+from train.distributed import is_collective_failure
 from train.errors import RunError
 from train.lora import is_lora, plain_model, plain_state_dict
 
@@ -89,7 +89,7 @@ def save_checkpoint(
     try:
         _write(accelerator, tmp, step, model, tokenizer, meta)
     except (OSError, RuntimeError, SafetensorError) as err:
-        if isinstance(err, torch.distributed.DistError):  # a collective failed, not the write: not ours to explain
+        if is_collective_failure(err):  # a collective failed, not the write: train.distributed explains it
             raise
         message = save_failure(run_dir, tmp, step, err)  # the free space as the save found it
         if accelerator.is_main_process:

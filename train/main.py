@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from transformers import get_scheduler
 from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation
 
 from train.checkpoint import latest_checkpoint, list_checkpoints, load_training_state, remove_partial_checkpoints
-from train.config import ConfigError, RunConfig, check, register_configs
+from train.config import BatchPlan, ConfigError, RunConfig, check, register_configs
 from train.critic import PolicyWithCritic, load_critic, policy_context, policy_of
 from train.errors import RunError
-from train.distributed import build_accelerator, keep_grad_norm, world_size_from_env
+from train.distributed import build_accelerator, keep_grad_norm, reporting_hangs, world_size_from_env
 from train.loop import Trainer, train
 from train.lora import AdaptersOff, is_lora, with_lora
 from train.models import load_model, load_tokenizer, resolve_base
@@ -50,11 +52,17 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
-    """Train per ``cfg`` into ``run_dir``; returns the run folder."""
+def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Optional[Path]:
+    """Train per ``cfg`` into ``run_dir``; returns the run folder (None on ranks other than 0)."""
     torch.set_num_threads(cfg.trainer.threads)
     plan = check(cfg, world_size_from_env())
     acc = build_accelerator(cfg, plan)
+    with reporting_hangs(acc, cfg.trainer.collective_timeout_s):  # a rank that stops answering ends the job, named
+        return _train(cfg, plan, acc, run_dir, resolved)
+
+
+def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, resolved: dict) -> Optional[Path]:
+    """Build the policy, engine, reference, problems and tracker; train; the run folder on rank 0."""
     run_dir = Path(broadcast_object_list([str(run_dir)])[0])  # rank 0's folder: timestamps may differ
     torch.manual_seed(cfg.seed)
     start_step = _start_step_or_fail(cfg, run_dir)
