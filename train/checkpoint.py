@@ -109,7 +109,9 @@ class CheckpointSaveError(RunError):
     """A checkpoint could not be written (most often: the disk is full)."""
 
 
-def _write(accelerator: Accelerator, tmp: Path, step: int, model, tokenizer: PreTrainedTokenizerBase, meta: dict[str, Any]) -> None:
+def _write(
+    accelerator: Accelerator, tmp: Path, step: int, model, tokenizer: PreTrainedTokenizerBase, meta: dict[str, Any]
+) -> None:
     """Everything of a checkpoint into ``tmp``; on return every process has written its part."""
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -116,7 +116,8 @@ def fit_prompts(
     if not over:
         return list(problems)
     where = f"task {cfg.task.name}, {split} split"
-    shown = ", ".join(_described(problems[i], lengths[i]) for i in over[:_SHOWN_IDS]) + (", ..." if len(over) > _SHOWN_IDS else "")
+    shown = ", ".join(_described(problems[i], lengths[i]) for i in over[:_SHOWN_IDS])
+    shown += ", ..." if len(over) > _SHOWN_IDS else ""
     if cfg.task.overlong_prompts == "error":
         raise ConfigError(
             f"{where}: {len(over)} of {len(problems)} prompts are longer than {limit.tokens} tokens ({limit.why}): "
