@@ -25,8 +25,8 @@ from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation
 from train.checkpoint import latest_checkpoint, list_checkpoints, load_training_state, remove_partial_checkpoints
 from train.config import BatchPlan, ConfigError, RunConfig, check, register_configs
 from train.critic import PolicyWithCritic, load_critic, policy_context, policy_of
-from train.errors import RunError
 from train.distributed import build_accelerator, keep_grad_norm, reporting_hangs, world_size_from_env
+from train.errors import RunError
 from train.loop import Trainer, train
 from train.lora import AdaptersOff, is_lora, with_lora
 from train.models import load_model, load_tokenizer, resolve_base
@@ -71,6 +71,10 @@ def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, res
     if acc.is_main_process:
         write_run_info(run_dir, base, resolved)
     tokenizer = load_tokenizer(base, cfg.model)
+    # before the models: a bad row or an overlong prompt stops the run within seconds
+    problems = load_problems(cfg, "train", base, tokenizer, verbose=acc.is_main_process)
+    if cfg.task.chat:  # instruct models: prompts in the tokenizer's chat template
+        problems = chat_problems(problems, tokenizer)
     model = _trained_module(cfg, base)
     if cfg.trainer.gradient_checkpointing:  # non-reentrant (transformers' default), as TRL re-enables it after generate
         model.gradient_checkpointing_enable()
@@ -92,9 +96,6 @@ def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, res
     if acc.is_main_process:  # metrics follow the checkpoint: up to its step, or a new file from step 0
         start_metrics(run_dir, start_step)
     tracker = Tracker(run_dir, cfg.logger, resolved, name=run_dir.name, enabled=acc.is_main_process)
-    problems = load_problems(cfg, "train", base, tokenizer, verbose=acc.is_main_process)
-    if cfg.task.chat:  # instruct models: prompts in the tokenizer's chat template
-        problems = chat_problems(problems, tokenizer)
     trainer = Trainer(
         cfg=cfg, plan=plan, accelerator=acc, model=model, tokenizer=tokenizer, optimizer=optimizer,
         scheduler=scheduler, engine=engine, rewards_of=WeightedRewards.of_task(cfg.task), problems=problems,
