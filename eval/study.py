@@ -64,7 +64,7 @@ def sweep_and_report(run_dir: Path, cfg: RunConfig, progress: bool = True) -> di
     for i, task in enumerate(eval_tasks(cfg)):
         task_cfg = dataclasses.replace(cfg, task=task)
         out = Path(run_dir) / "eval" / ("" if i == 0 else f"tasks/{task.name}")
-        problems = eval_problems(task_cfg)
+        problems = eval_problems(task_cfg, info["base_model"])  # the run's base, whichever task
         records_file = records_path(run_dir, task_cfg)
         records = sweep(records_file, targets, problems, task_cfg, progress=progress)
         summaries[task.name] = report(out, records, task_cfg, targets, problems, records_file, progress=progress)

@@ -26,12 +26,13 @@ from eval.records import Record, append_records, done_keys, read_records
 from eval.samples import SampleSet, append_samples, samples_path
 from train.checkpoint import list_checkpoints
 from train.config import ConfigError, EvalConfig, RunConfig
-from train.models import load_model, load_tokenizer
+from train.models import load_model, load_tokenizer, resolve_base
 from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine, SamplingParams
 from train.rollout.hf import HFEngine
 from train.sampling import score
-from train.tasks import Problem, load_task
+from train.tasks import Problem
+from train.tasks.limits import load_problems
 from train.tasks.templates import chat_problems
 
 
@@ -96,8 +97,13 @@ def problem_tags(problem: Problem) -> dict[str, str]:
     return {str(k): str(v) for k, v in dict(problem.metadata.get("tags") or {}).items()}
 
 
-def eval_problems(cfg: RunConfig) -> list[Problem]:
-    problems = load_task(cfg.task, "test")
+def eval_problems(cfg: RunConfig, base: str | None = None) -> list[Problem]:
+    """The first ``eval.num_problems`` test problems whose prompts fit the base model (``task.max_prompt_tokens``).
+
+    ``base``: the base model's folder or id; None = the one ``cfg`` names (built if it is the built-in one).
+    """
+    base = base or resolve_base(cfg.model, cfg.task)
+    problems = load_problems(cfg, "test", base, load_tokenizer(base, cfg.model))
     return problems[: cfg.eval.num_problems] if cfg.eval.num_problems else problems
 
 

@@ -30,6 +30,9 @@ def tiny_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("model-cache")
 
 
+TEXT_MODEL_CONTEXT = 1024
+
+
 @pytest.fixture(scope="session")
 def text_model(tmp_path_factory):
     """A tiny random Llama over printable ASCII, saved as a folder: a stand-in for a hub model on real text
@@ -39,6 +42,10 @@ def text_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("text-model")
     tokenizer = build_tokenizer(string.printable)
     cfg = BuiltinModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=5)
-    build_model(cfg, tokenizer).save_pretrained(folder)
+    model = build_model(cfg, tokenizer)
+    # a context that holds the presets' prompts (task.max_prompt_tokens drops longer ones), as hub models' do;
+    # rotary positions are computed on the fly, so the weights do not depend on it
+    model.config.max_position_embeddings = tokenizer.model_max_length = TEXT_MODEL_CONTEXT
+    model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -42,15 +42,19 @@ def test_checkpoints_load_with_transformers(trained_run):
 
 
 def test_resume_reproduces_the_uninterrupted_run(trained_run, tiny_cache):
-    """resume=auto (as a restarted sweep uses) picks up the latest complete checkpoint."""
+    """resume=auto (as a restarted sweep uses) picks up the latest complete checkpoint; a half-written
+    checkpoint and a half-written last metrics line are dropped."""
     root, run_dir = trained_run
     crashed = root / "crashed"
     shutil.copytree(run_dir, crashed)
     shutil.rmtree(crashed / "checkpoints" / "step_000004")  # as if killed after step 3's log
     (crashed / "checkpoints" / ".tmp-step_000004").mkdir()  # and mid-save
+    with (crashed / "metrics.jsonl").open("a") as f:
+        f.write('{"train/step": 5, "train/rew')  # and mid-write of a metrics line
     assert latest_checkpoint(crashed)[0] == 2
-    run_cli("rlvr-train", [f"run_dir={crashed}", f"model.cache_dir={tiny_cache}", *TINY,
-                           "trainer.total_steps=4", "trainer.save_every=2", "eval.after_train=false", "resume=auto"], cwd=root)
+    proc = run_cli("rlvr-train", [f"run_dir={crashed}", f"model.cache_dir={tiny_cache}", *TINY, "trainer.total_steps=4",
+                                  "trainer.save_every=2", "eval.after_train=false", "resume=auto"], cwd=root)
+    assert f"{crashed / 'metrics.jsonl'}:5: skipping a truncated last line" in proc.stderr
     reference = {m["train/step"]: m for m in metrics(run_dir)}
     resumed = {m["train/step"]: m for m in metrics(crashed)}
     assert sorted(resumed) == [1, 2, 3, 4]  # no duplicated steps
@@ -116,3 +120,40 @@ def test_pruned_train_states_keep_the_weights_and_refuse_resume_clearly(trained_
     with pytest.raises(FileNotFoundError, match="keep_train_states"):
         load_training_state(Accelerator(cpu=True), copy / "checkpoints" / "step_000002")
     assert prune_train_states(copy, keep=1) == []
+
+
+def test_a_full_disk_during_a_save_names_the_folder_the_free_space_and_the_last_checkpoint(tmp_path, tiny_model, tiny_tokenizer, monkeypatch):
+    """ENOSPC from a writer (the last file of the save) stops the run with the path, the free space and the
+    checkpoint to resume from; that checkpoint stays whole and the partial save is gone."""
+    import errno
+
+    from accelerate import Accelerator
+
+    import train.checkpoint as checkpoint
+    from train.checkpoint import CheckpointSaveError, save_checkpoint
+
+    acc = Accelerator(cpu=True)
+    model, optimizer = acc.prepare(tiny_model, torch.optim.AdamW(tiny_model.parameters(), lr=1e-3))
+    run_dir = tmp_path / "run"
+    first = save_checkpoint(acc, run_dir, 2, model, tiny_tokenizer, {"metrics": {}, "config": {}})
+    before = {path.relative_to(first): path.read_bytes() for path in first.rglob("*") if path.is_file()}
+
+    def disk_full(path, payload):
+        (path.parent / "partial.bin").write_bytes(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint, "_write_json", disk_full)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # the weights of step 4 differ from step 2's
+    with pytest.raises(CheckpointSaveError) as caught:
+        save_checkpoint(acc, run_dir, 4, model, tiny_tokenizer, {"metrics": {}, "config": {}})
+    message = str(caught.value)
+    assert f"saving the checkpoint of step 4 into {run_dir / 'checkpoints' / '.tmp-step_000004'} failed: OSError: " \
+           "[Errno 28] No space left on device" in message
+    assert "free space there: " in message and " MB of " in message
+    assert f"last complete checkpoint: {first} (step 2); the partial save was removed" in message
+    assert f"then continue with run_dir={run_dir} resume=true" in message
+    assert [step for step, _ in list_checkpoints(run_dir)] == [2]
+    assert not (run_dir / "checkpoints" / ".tmp-step_000004").exists()
+    after = {path.relative_to(first): path.read_bytes() for path in first.rglob("*") if path.is_file()}
+    assert after == before  # the previous checkpoint is untouched, byte for byte

@@ -7,6 +7,7 @@ need them skip, saying so, when they are absent. Hub loading is not exercised (n
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,40 @@ def test_encoded_columns_are_decoded_and_a_pickle_that_names_code_is_refused(tmp
     task.column_decoders = {"tests": "yaml"}
     with pytest.raises(KeyError, match="known: json, livecodebench_fn_name, livecodebench_tests"):
         load_task(task, "test")
+
+
+@pytest.mark.parametrize("question, shown", [(None, "None"), (123, "123"), ("  ", "'  '"), ({"text": "q"}, "a dict")])
+def test_a_question_that_is_not_text_names_the_file_and_row(tmp_path, question, shown):
+    """A null or numeric question used to become the prompt "None" / "123"."""
+    rows = [{"question": "What is 1+1?", "answer": "2"}, {"question": question, "answer": "3"}]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    task = TaskConfig(name="t", loader="dataset", path=str(tmp_path))
+    with pytest.raises(ValueError, match=rf"task.path: {tmp_path / 'test.jsonl'} \(the test split\), row 1 \(counting "
+                                         rf"from 0\): task.prompt_field='question' is {re.escape(shown)}, not the text "
+                                         r"of a question; fix or remove the row"):  # fmt: skip
+        load_task(task, "test")
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"], ids=["zero bytes", "blank lines"])
+def test_an_empty_file_names_itself_and_the_split(tmp_path, content):
+    """A zero-byte file used to stop with a bare StopIteration from datasets' JSON reader."""
+    (tmp_path / "train.jsonl").write_text(content)
+    task = TaskConfig(name="t", loader="dataset", path=str(tmp_path))
+    with pytest.raises(ValueError, match=rf"task.path: {tmp_path / 'train.jsonl'} \(the train split\) (is empty|holds no rows)"):
+        load_task(task, "train")
+
+
+def test_a_malformed_row_names_the_file(tmp_path):
+    (tmp_path / "test.jsonl").write_text('{"question": "a", "answer": "1"}\n{"question": "b", "ans\n')
+    with pytest.raises(ValueError, match=r"test.jsonl \(the test split\) could not be read: JSON parse error.*fix or remove"):
+        load_task(TaskConfig(name="t", loader="dataset", path=str(tmp_path)), "test")
+
+
+def test_a_missing_split_says_which_ones_exist(tmp_path):
+    """A hub-layout dataset (here a local folder given as task.dataset) without the configured split."""
+    (tmp_path / "train.jsonl").write_text('{"question": "a", "answer": "1"}\n')
+    task = TaskConfig(name="t", loader="dataset", dataset=str(tmp_path), test_split="validation")
+    with pytest.raises(ValueError, match=r"Unknown split \"validation\". Should be one of \['train'\]; set task.test_split "
+                                         r"to one of them, or to null if the task has no test split"):  # fmt: skip
+        load_task(task, "test")
+    assert [p.prompt for p in load_task(task, "train")] == ["a"]

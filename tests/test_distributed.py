@@ -1,21 +1,25 @@
 """Two processes on CPUs over gloo: plain DDP and DeepSpeed ZeRO under accelerate.
 
 Each test launches real processes (``accelerate launch`` or ``torchrun``) running the programs in
-``tests/dist_workers.py`` or ``launch/cpu_2proc.sh``. About 2 minutes on 2 cores; the first
-DeepSpeed launch on a machine also builds a small CPU comm op (about a minute, cached). Run alone::
+``tests/dist_workers.py`` or ``launch/cpu_2proc.sh``. About 2 minutes on 2 cores, plus about 3 for the
+liveness tests (a rank stopped or killed mid-run); the first DeepSpeed launch on a machine also builds a
+small CPU comm op (about a minute, cached). Run alone::
 
     pytest -m distributed tests/test_distributed.py
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -236,3 +240,98 @@ def test_one_step_is_the_same_for_1x2_and_2x1(workdir, preset, aggregations):
                 torch.testing.assert_close(change[name], expected[name], rtol=1e-4, atol=1e-6,
                                            msg=lambda m: f"{agg}, {processes} process(es), {name}: {m}")
             assert got["grad_norm"] == pytest.approx(expected_norm, rel=1e-5)
+
+
+# ---- liveness: a rank that stops answering ends the job, with a message ---------------------------------------------
+
+HANG_TIMEOUT_S = 20  # trainer.collective_timeout_s in these tests; the default is 1800
+LONG_RUN = [o for o in TINY_RUN if not o.startswith(("trainer.total_steps", "trainer.save_every"))] + [
+    "trainer.total_steps=500", "trainer.save_every=500", f"trainer.collective_timeout_s={HANG_TIMEOUT_S}"]
+
+
+def _build_base(workdir: Path) -> None:
+    """The base model, built before the job: rank 1 would otherwise wait for rank 0's build in a barrier
+    longer than the short timeout these tests set."""
+    from tests.test_datasets import run_config
+    from train.models import resolve_base
+
+    cfg = run_config(*TINY_RUN, f"model.cache_dir={workdir / 'cache'}")
+    resolve_base(cfg.model, cfg.task, progress=False)
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (torchrun starts its workers in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        ppid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), None)
+        if ppid is not None:
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def _rank_pid(launcher: int, rank: int) -> int:
+    for pid in _descendants(launcher):
+        try:
+            if f"RANK={rank}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                return pid
+        except OSError:
+            continue
+    raise AssertionError(f"no process of rank {rank} under {launcher}")
+
+
+def _signal_rank_mid_run(workdir: Path, mode: str, signum: int) -> tuple[int, str, float]:
+    """Start a long 2-process run, send ``signum`` to rank 1 once a step is logged; (exit code, output, seconds
+    from the signal to the job's end). Every process it started is killed before returning."""
+    _build_base(workdir)
+    run_dir = workdir / f"signal_{mode}_{signum}"
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", WANDB_MODE="disabled")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    cmd = _accelerate("-m", "train.main", f"run_dir={run_dir}", f"deepspeed={mode}", f"model.cache_dir={workdir / 'cache'}",
+                      *LONG_RUN)  # fmt: skip
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    started: list[int] = []
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not (run_dir / "metrics.jsonl").exists() or not (run_dir / "metrics.jsonl").read_text().strip():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended or stalled before its first step"
+            time.sleep(0.2)
+        started = _descendants(proc.pid)
+        os.kill(_rank_pid(proc.pid, 1), signum)
+        signalled = time.monotonic()
+        out, _ = proc.communicate(timeout=HANG_TIMEOUT_S + 120)
+        return proc.returncode, out, time.monotonic() - signalled
+    finally:
+        for pid in {*started, *(_descendants(proc.pid) if proc.poll() is None else [])}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.mark.parametrize("mode", ["none", "zero2"])
+def test_a_stopped_rank_ends_the_job_naming_it(workdir, mode):
+    """kill -STOP on rank 1 once blocked rank 0 for over 90 s with no message: now rank 0's collective gives
+    up after trainer.collective_timeout_s, a check names rank 1, and the job ends within the timeout plus a
+    minute (the check: 10 s here; torchrun: 30 s for the stopped rank to exit before SIGKILL)."""
+    code, out, seconds = _signal_rank_mid_run(workdir, mode, signal.SIGSTOP)
+    assert code != 0, out[-3000:]
+    assert seconds < HANG_TIMEOUT_S + 60, (seconds, out[-3000:])
+    assert (f"error: rank 0 of 2: a collective (all-reduce, gather, barrier) got no answer within "
+            f"trainer.collective_timeout_s={HANG_TIMEOUT_S} s") in out, out[-3000:]
+    assert "rank 1 did not answer a check either" in out
+    assert f"Timed out waiting {HANG_TIMEOUT_S * 1000}ms" in out  # gloo's own error, kept in the message
+
+
+def test_a_killed_rank_ends_the_job_at_once(workdir):
+    code, out, seconds = _signal_rank_mid_run(workdir, "none", signal.SIGKILL)
+    assert code != 0 and seconds < 30, (code, seconds, out[-3000:])
+    assert re.search(r"rank\s+: 1 \(local_rank: 1\)\s+exitcode\s+: -9", out), out[-3000:]  # torchrun names it

@@ -80,6 +80,9 @@ CASES: list[tuple[str, str, str, float]] = [
     ("extraction", "7", "The final answer is $7$.", 1.0),
     ("extraction", "7", "I think it is 7", 0.0),  # no marker: no answer
     ("extraction", "7", r"\boxed{7", 0.0),  # cut off
+    ("extraction", "12", r"\boxed{12} then \boxed{13", 0.0),  # the final box is cut off: no earlier box in its place
+    ("extraction", "12", r"The answer is 12. So \boxed{12", 0.0),  # nor a prose answer
+    ("extraction", "7", r"\boxed{7}, boxed as asked: \boxed{}", 1.0),  # an empty box is skipped
 ]
 
 

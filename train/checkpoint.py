@@ -9,12 +9,16 @@ Layout of ``<run_dir>/checkpoints/step_000050/``:
                                                      (only in the newest trainer.keep_train_states, if set)
 
 Everything is written to ``.tmp-step_000050`` and renamed into place once complete, so a crash
-leaves either a whole checkpoint or none (stale temp folders are removed on the next start).
+leaves either a whole checkpoint or none (stale temp folders are removed on the next start). A save
+that fails (a full disk: torch reports it as ``basic_ios::clear: iostream error`` or ``unexpected pos``)
+removes its temp folder and stops the run with a :class:`CheckpointSaveError` that names the folder,
+the free space and the last complete checkpoint to resume from.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -24,10 +28,13 @@ from typing import Any, Iterator, Optional
 
 import torch
 from accelerate import Accelerator
+from safetensors import SafetensorError
 from transformers import PreTrainedTokenizerBase
 from trl.models.utils import unwrap_model_for_generation
 
 from train.critic import policy_of, split_state_dict
+from train.distributed import is_collective_failure
+from train.errors import RunError
 from train.lora import is_lora, plain_model, plain_state_dict
 
 META = "rlvr_checkpoint.json"
@@ -79,6 +86,33 @@ def save_checkpoint(
     """
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(f".tmp-{final.name}")
+    try:
+        _write(accelerator, tmp, step, model, tokenizer, meta)
+    except (OSError, RuntimeError, SafetensorError) as err:
+        if is_collective_failure(err):  # a collective failed, not the write: train.distributed explains it
+            raise
+        message = save_failure(run_dir, tmp, step, err)  # the free space as the save found it
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)  # give the space back; a partial save is never read anyway
+        raise CheckpointSaveError(message) from err
+    if accelerator.is_main_process:
+        if final.exists():  # the same step saved again (e.g. a run restarted without resume)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if keep_train_states:
+            prune_train_states(run_dir, keep_train_states)
+    accelerator.wait_for_everyone()
+    return final
+
+
+class CheckpointSaveError(RunError):
+    """A checkpoint could not be written (most often: the disk is full)."""
+
+
+def _write(
+    accelerator: Accelerator, tmp: Path, step: int, model, tokenizer: PreTrainedTokenizerBase, meta: dict[str, Any]
+) -> None:
+    """Everything of a checkpoint into ``tmp``; on return every process has written its part."""
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -99,14 +133,26 @@ def save_checkpoint(
             tokenizer.save_pretrained(tmp)
             _write_json(tmp / META, {"step": step, **meta})
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():  # the same step saved again (e.g. a run restarted without resume)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if keep_train_states:
-            prune_train_states(run_dir, keep_train_states)
-    accelerator.wait_for_everyone()
-    return final
+
+
+def save_failure(run_dir: Path, tmp: Path, step: int, err: BaseException) -> str:
+    """What failed, the free space where it was written, and the checkpoint to resume from."""
+    folder = next((p for p in (tmp, *tmp.parents) if p.exists()), Path("/"))
+    usage = shutil.disk_usage(folder)
+    full = " (the disk is full)" if getattr(err, "errno", None) == errno.ENOSPC or usage.free < 0.01 * usage.total else ""
+    latest = latest_checkpoint(run_dir)
+    last = f"{latest[1]} (step {latest[0]})" if latest else "none yet (the run would start from step 0)"
+    return (
+        f"saving the checkpoint of step {step} into {tmp} failed: {type(err).__name__}: {err}\n"
+        f"  free space there: {_megabytes(usage.free)} of {_megabytes(usage.total)}{full}\n"
+        f"  last complete checkpoint: {last}; the partial save was removed\n"
+        f"  free some space (trainer.keep_train_states=1 keeps optimizer state in the newest checkpoint only), "
+        f"then continue with run_dir={run_dir} resume=true"
+    )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:,.1f} MB"
 
 
 @contextlib.contextmanager

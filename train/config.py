@@ -6,6 +6,7 @@ start-up; each error says how to fix the config.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -113,6 +114,13 @@ class TaskConfig:
     column_decoders: dict[str, str] = field(default_factory=dict)  # column -> decoder of an encoded field (json, ...)
     template: str = "plain"  # prompt template (train.tasks.templates.TEMPLATES): plain, boxed, r1, code
     chat: bool = False  # wrap prompts in the tokenizer's chat template (instruct models); false for base models
+    # longest prompt in tokens (templated, chat-wrapped as fed); null = the model's context length minus the
+    # response budget (rollout.max_new_tokens for training, eval.max_new_tokens for the sweep), so prompt and
+    # answer fit; lower it to cap memory and step time (verl: data.max_prompt_length)
+    max_prompt_tokens: Optional[int] = None
+    # a longer prompt is "drop"ped from its split and counted (verl: data.filter_overlong_prompts), or an
+    # "error" that names the row; drop keeps a big dataset usable, error keeps a benchmark whole
+    overlong_prompts: str = "drop"
     seed: int = 1234  # problems are generated from this seed: same seed, same splits
     train_size: int = 20000  # problems in the train split
     test_size: int = 500  # problems in the test split (disjoint from train)
@@ -196,6 +204,11 @@ class TrainerConfig:
     keep_train_states: int = 0
     gradient_checkpointing: bool = False  # recompute activations in backward: much less memory for long responses, slower steps
     threads: int = 1  # torch CPU threads per process; >1 slows down under load on small CPUs
+    # seconds a collective (all-reduce, barrier, broadcast) may wait for the other processes before the job
+    # stops, saying which rank did not answer: short ends a hung or stopped job sooner, but must exceed the
+    # longest time one rank works alone (rank 0 building the built-in base, saving a big checkpoint).
+    # 1800 = torch's own default for NCCL and gloo (DeepSpeed's is 600)
+    collective_timeout_s: float = 1800.0
     mixed_precision: str = "no"  # "no", "bf16" or "fp16" (accelerate / DeepSpeed autocast on GPUs)
 
 
@@ -253,14 +266,13 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         raise ConfigError("algorithm.advantage=remax needs greedy baselines: set algorithm.greedy_baseline=true (or use algorithm=remax)")
     if algo.reward_kl_estimator not in KL_ESTIMATORS:
         raise ConfigError(f"algorithm.reward_kl_estimator={algo.reward_kl_estimator!r} is unknown; choose one of: {', '.join(KL_ESTIMATORS.names())}")
+    _check_ranges(cfg)
     if algo.dynamic_sampling and algo.max_sampling_rounds < 1:
         raise ConfigError(f"algorithm.max_sampling_rounds={algo.max_sampling_rounds} must be >= 1")
     if not 0 <= algo.overlong_buffer <= cfg.rollout.max_new_tokens:
         raise ConfigError(f"algorithm.overlong_buffer={algo.overlong_buffer} must be between 0 and rollout.max_new_tokens={cfg.rollout.max_new_tokens}")
     if algo.clip_c is not None and algo.clip_c <= 1.0:
         raise ConfigError(f"algorithm.clip_c={algo.clip_c} must be > 1 (dual-clip bound), or null to turn it off")
-    if algo.samples_per_prompt < 1 or trainer.prompts_per_step < 1:
-        raise ConfigError("algorithm.samples_per_prompt and trainer.prompts_per_step must be >= 1")
     if trainer.prompts_per_step % world_size:
         raise ConfigError(
             f"trainer.prompts_per_step={trainer.prompts_per_step} does not divide over {world_size} processes; "
@@ -281,14 +293,6 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
             f"trainer.micro_batch_size={trainer.micro_batch_size} must divide the per-process mini-batch "
             f"({mini} samples / {world_size} processes = {mini_local}); try a divisor of {mini_local}"
         )
-    if ev.n < 1:
-        raise ConfigError(f"eval.n={ev.n} must be >= 1")
-    if not 0 < ev.ci_level < 1:
-        raise ConfigError(f"eval.ci_level={ev.ci_level} must lie in (0, 1), e.g. 0.95")
-    if ev.bootstrap_resamples < 100:
-        raise ConfigError(f"eval.bootstrap_resamples={ev.bootstrap_resamples} is too few for a stable interval; use >= 1000")
-    if ev.keep_samples < 0:
-        raise ConfigError(f"eval.keep_samples={ev.keep_samples} must be >= 0 (0 keeps no completions)")
     if ev.k_max > ev.n:
         raise ConfigError(f"eval.k_max={ev.k_max} is larger than eval.n={ev.n} samples per problem; raise eval.n or lower eval.k_max")
     _check_engine(cfg.rollout)
@@ -296,11 +300,9 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         raise ConfigError(f"trainer.mixed_precision={trainer.mixed_precision!r}; choose one of: no, bf16, fp16")
     if str(cfg.resume).lower() not in ("false", "true", "auto"):
         raise ConfigError(f"resume={cfg.resume!r}; choose one of: false, true, auto")
-    if trainer.keep_train_states < 0:
-        raise ConfigError(f"trainer.keep_train_states={trainer.keep_train_states} must be >= 0 (0 keeps every one)")
+    if cfg.task.overlong_prompts not in OVERLONG_POLICIES:
+        raise ConfigError(f"task.overlong_prompts={cfg.task.overlong_prompts!r}; choose one of: {', '.join(OVERLONG_POLICIES)}")
     _check_lora(cfg.model.lora)
-    if trainer.save_every < 1:
-        raise ConfigError(f"trainer.save_every={trainer.save_every} must be >= 1")
     return BatchPlan(
         world_size=world_size,
         samples_per_step=samples,
@@ -310,6 +312,61 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         samples_per_mini_batch_per_process=mini_local,
         grad_accum=mini_local // trainer.micro_batch_size,
     )
+
+
+OVERLONG_POLICIES = ("drop", "error")
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """Each numeric field on its own: in range and finite (NaN fails every comparison, so it fails here)."""
+    t, algo, r, ev = cfg.trainer, cfg.algorithm, cfg.rollout, cfg.eval
+    finite = math.isfinite
+    rules: list[tuple[str, Any, bool, str]] = [
+        ("trainer.total_steps", t.total_steps, t.total_steps >= 1, ">= 1 (RL steps to run)"),
+        ("trainer.prompts_per_step", t.prompts_per_step, t.prompts_per_step >= 1, ">= 1"),
+        ("trainer.mini_batch_size", t.mini_batch_size, t.mini_batch_size >= 0, ">= 0 (0 = the whole rollout batch)"),
+        ("trainer.micro_batch_size", t.micro_batch_size, t.micro_batch_size >= 1, ">= 1 (samples per forward pass)"),
+        ("trainer.lr", t.lr, 0 < t.lr and finite(t.lr), "> 0 (e.g. 1e-6 for a 7B model, 2e-4 for the built-in one)"),
+        ("trainer.warmup_steps", t.warmup_steps, t.warmup_steps >= 0, ">= 0 (0 = no warm-up)"),
+        ("trainer.weight_decay", t.weight_decay, 0 <= t.weight_decay and finite(t.weight_decay), ">= 0"),
+        ("trainer.max_grad_norm", t.max_grad_norm, 0 <= t.max_grad_norm and finite(t.max_grad_norm), ">= 0 (0 = no clipping)"),
+        ("trainer.save_every", t.save_every, t.save_every >= 1, ">= 1 (the last step is saved in any case)"),
+        ("trainer.keep_train_states", t.keep_train_states, t.keep_train_states >= 0, ">= 0 (0 keeps every one)"),
+        ("trainer.threads", t.threads, t.threads >= 1, ">= 1"),
+        ("trainer.collective_timeout_s", t.collective_timeout_s, 0 < t.collective_timeout_s and finite(t.collective_timeout_s),
+         "> 0 seconds (default 1800)"),
+        ("algorithm.samples_per_prompt", algo.samples_per_prompt, algo.samples_per_prompt >= 1, ">= 1"),
+        ("algorithm.ppo_epochs", algo.ppo_epochs, algo.ppo_epochs >= 1, ">= 1"),
+        ("algorithm.clip_low", algo.clip_low, 0 <= algo.clip_low < 1, "in [0, 1)"),
+        ("algorithm.clip_high", algo.clip_high, 0 <= algo.clip_high and finite(algo.clip_high), ">= 0"),
+        ("algorithm.kl_coef", algo.kl_coef, 0 <= algo.kl_coef and finite(algo.kl_coef), ">= 0 (0 = no KL term)"),
+        ("algorithm.reward_kl_coef", algo.reward_kl_coef, 0 <= algo.reward_kl_coef and finite(algo.reward_kl_coef), ">= 0"),
+        ("algorithm.entropy_coef", algo.entropy_coef, 0 <= algo.entropy_coef and finite(algo.entropy_coef), ">= 0 (0 = no bonus)"),
+        ("algorithm.gamma", algo.gamma, 0 <= algo.gamma <= 1, "in [0, 1]"),
+        ("algorithm.lam", algo.lam, 0 <= algo.lam <= 1, "in [0, 1]"),
+        ("algorithm.critic.lr", algo.critic.lr, 0 < algo.critic.lr and finite(algo.critic.lr), "> 0"),
+        ("rollout.temperature", r.temperature, 0 < r.temperature and finite(r.temperature), "> 0 (paper: 1.0 for training)"),
+        ("rollout.top_p", r.top_p, 0 < r.top_p <= 1, "in (0, 1] (1 = off)"),
+        ("rollout.max_new_tokens", r.max_new_tokens, r.max_new_tokens >= 1, ">= 1"),
+        ("rollout.batch_size", r.batch_size, r.batch_size >= 1, ">= 1"),
+        ("eval.n", ev.n, ev.n >= 1, ">= 1 (samples per problem)"),
+        ("eval.k_max", ev.k_max, ev.k_max >= 0, ">= 0 (0 = eval.n)"),
+        ("eval.temperature", ev.temperature, 0 < ev.temperature and finite(ev.temperature), "> 0 (paper: 0.6)"),
+        ("eval.top_p", ev.top_p, 0 < ev.top_p <= 1, "in (0, 1] (paper: 0.95)"),
+        ("eval.max_new_tokens", ev.max_new_tokens, ev.max_new_tokens >= 1, ">= 1"),
+        ("eval.num_problems", ev.num_problems, ev.num_problems >= 0, ">= 0 (0 = the whole test split)"),
+        ("eval.batch_size", ev.batch_size, ev.batch_size >= 1, ">= 1 (sequences per generate call)"),
+        ("eval.ci_level", ev.ci_level, 0 < ev.ci_level < 1, "in (0, 1), e.g. 0.95"),
+        ("eval.bootstrap_resamples", ev.bootstrap_resamples, ev.bootstrap_resamples >= 100,
+         ">= 100 (fewer give unstable interval ends; 2000 is the default)"),
+        ("eval.keep_samples", ev.keep_samples, ev.keep_samples >= 0, ">= 0 (0 keeps no completions)"),
+        ("logger.log_every", cfg.logger.log_every, cfg.logger.log_every >= 1, ">= 1"),
+        ("task.max_prompt_tokens", cfg.task.max_prompt_tokens, cfg.task.max_prompt_tokens is None or cfg.task.max_prompt_tokens >= 1,
+         ">= 1, or null for the model's context minus the response budget"),
+    ]
+    for key, value, ok, need in rules:
+        if not ok:
+            raise ConfigError(f"{key}={value!r} must be {need}; set {key}=<value> on the command line or in the preset")
 
 
 def _check_lora(lora: LoRAConfig) -> None:

@@ -11,28 +11,31 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from transformers import get_scheduler
 from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation
 
 from train.checkpoint import latest_checkpoint, list_checkpoints, load_training_state, remove_partial_checkpoints
-from train.config import ConfigError, RunConfig, check, register_configs
+from train.config import BatchPlan, ConfigError, RunConfig, check, register_configs
 from train.critic import PolicyWithCritic, load_critic, policy_context, policy_of
-from train.distributed import build_accelerator, keep_grad_norm, world_size_from_env
+from train.distributed import build_accelerator, keep_grad_norm, reporting_hangs, world_size_from_env
+from train.errors import RunError
 from train.loop import Trainer, train
 from train.lora import AdaptersOff, is_lora, with_lora
 from train.models import load_model, load_tokenizer, resolve_base
 from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine
 from train.rollout.hf import HFEngine
-from train.tasks import load_task
+from train.tasks.limits import load_problems
 from train.tasks.templates import chat_problems
-from train.tracking import Tracker, truncate_metrics, write_run_info
+from train.tracking import Tracker, start_metrics, write_run_info
 
 register_configs()
 
@@ -49,11 +52,17 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
-    """Train per ``cfg`` into ``run_dir``; returns the run folder."""
+def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Optional[Path]:
+    """Train per ``cfg`` into ``run_dir``; returns the run folder (None on ranks other than 0)."""
     torch.set_num_threads(cfg.trainer.threads)
     plan = check(cfg, world_size_from_env())
     acc = build_accelerator(cfg, plan)
+    with reporting_hangs(acc, cfg.trainer.collective_timeout_s):  # a rank that stops answering ends the job, named
+        return _train(cfg, plan, acc, run_dir, resolved)
+
+
+def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, resolved: dict) -> Optional[Path]:
+    """Build the policy, engine, reference, problems and tracker; train; the run folder on rank 0."""
     run_dir = Path(broadcast_object_list([str(run_dir)])[0])  # rank 0's folder: timestamps may differ
     torch.manual_seed(cfg.seed)
     start_step = _start_step_or_fail(cfg, run_dir)
@@ -62,6 +71,10 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
     if acc.is_main_process:
         write_run_info(run_dir, base, resolved)
     tokenizer = load_tokenizer(base, cfg.model)
+    # before the models: a bad row or an overlong prompt stops the run within seconds
+    problems = load_problems(cfg, "train", base, tokenizer, verbose=acc.is_main_process)
+    if cfg.task.chat:  # instruct models: prompts in the tokenizer's chat template
+        problems = chat_problems(problems, tokenizer)
     model = _trained_module(cfg, base)
     if cfg.trainer.gradient_checkpointing:  # non-reentrant (transformers' default), as TRL re-enables it after generate
         model.gradient_checkpointing_enable()
@@ -80,12 +93,9 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
     ref_model = _reference(cfg, base, model, acc) if uses_ref else None
     if start_step:
         load_training_state(acc, latest_checkpoint(run_dir)[1])
-        if acc.is_main_process:
-            truncate_metrics(run_dir, start_step)
+    if acc.is_main_process:  # metrics follow the checkpoint: up to its step, or a new file from step 0
+        start_metrics(run_dir, start_step)
     tracker = Tracker(run_dir, cfg.logger, resolved, name=run_dir.name, enabled=acc.is_main_process)
-    problems = load_task(cfg.task, "train")
-    if cfg.task.chat:  # instruct models: prompts in the tokenizer's chat template
-        problems = chat_problems(problems, tokenizer)
     trainer = Trainer(
         cfg=cfg, plan=plan, accelerator=acc, model=model, tokenizer=tokenizer, optimizer=optimizer,
         scheduler=scheduler, engine=engine, rewards_of=WeightedRewards.of_task(cfg.task), problems=problems,
@@ -133,6 +143,11 @@ def _start_step_or_fail(cfg: RunConfig, run_dir: Path) -> int:
     latest = latest_checkpoint(run_dir)
     mode = str(cfg.resume).lower()
     if latest is not None and mode in ("true", "auto"):
+        if latest[0] > cfg.trainer.total_steps:
+            raise ConfigError(
+                f"the latest checkpoint of {run_dir} is at step {latest[0]}, past trainer.total_steps="
+                f"{cfg.trainer.total_steps}; raise trainer.total_steps to train on from it"
+            )
         return latest[0]
     if mode == "true":
         raise ConfigError(f"resume=true but {run_dir} holds no complete checkpoint; drop resume=true to start fresh")
@@ -165,6 +180,9 @@ def _hydra_main(raw: DictConfig) -> None:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunError as err:  # the message says what failed and how to go on; a traceback would bury it
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     if done is not None and cfg.eval.after_train:
         from eval.study import sweep_and_report
 

@@ -3,8 +3,10 @@ r"""Verifier of math answers: extract the final answer, then ask math-verify whe
 Extraction (:func:`extract_answer`, plain Python in the caller) takes, in order of preference, the
 last ``\boxed{...}`` (or ``\fbox{...}``, or ``\boxed 5`` without braces), the last R1-style
 ``<answer>...</answer>``, GSM8K's last ``#### n``, the last "the answer is ...", the last
-"Answer: ..." (DAPO-Math's instruction). A truncated ``\boxed{`` with unbalanced braces is not an
-answer, so an earlier complete one counts instead.
+"Answer: ..." (DAPO-Math's instruction). The last box is the final answer: when it is cut off (a
+``\boxed{`` whose brace never closes), the completion states no answer, and neither an earlier box
+nor a later marker counts in its place; otherwise ``\boxed{12} then \boxed{13`` would score as 12.
+Empty boxes (an echoed instruction, ``\boxed{}``) are skipped.
 
 Equivalence (:func:`check_equivalent`) wraps gold and candidate in ``\boxed{}`` and compares them
 with math-verify's ``parse`` and ``verify`` (https://github.com/huggingface/Math-Verify): fractions
@@ -59,7 +61,11 @@ def extract_answer(text: str) -> str | None:
     '\\{1, 2\\}'
     >>> extract_answer(r"\fbox{12} cm"), extract_answer(r"thus $\boxed 5$.")
     ('12', '5')
-    >>> extract_answer(r"\boxed{7} and \boxed{8")  # the last box is cut off
+    >>> extract_answer(r"\boxed{7} and \boxed{8") is None  # the final box is cut off: no answer
+    True
+    >>> extract_answer(r"The answer is 12. \boxed{12} then \boxed{13") is None
+    True
+    >>> extract_answer(r"\boxed{7}, as asked: within \boxed{}.")  # an empty box is skipped
     '7'
     >>> extract_answer(r"<think>maybe 4</think> <answer> $\frac{3}{4}$ </answer>")
     '\\frac{3}{4}'
@@ -74,8 +80,8 @@ def extract_answer(text: str) -> str | None:
     >>> extract_answer("I think it is 5.") is None, extract_answer(r"\boxed{}") is None
     (True, True)
     """
-    boxed = last_boxed(text)
-    if boxed is not None:
+    decided, boxed = _final_box(text)
+    if decided:
         return boxed
     tagged = _last_answer_tag(text)
     if tagged:
@@ -105,14 +111,24 @@ def _last_answer_tag(text: str) -> str | None:
 
 
 def last_boxed(text: str) -> str | None:
-    r"""The content of the last complete, non-empty ``\boxed{...}`` (or ``\fbox``), or None."""
+    r"""The content of the final ``\boxed{...}`` (or ``\fbox``), or None when there is none or it is cut off.
+
+    >>> last_boxed(r"\boxed{5} then \boxed{6}"), last_boxed(r"\boxed{5} then \boxed{6"), last_boxed("6")
+    ('6', None, None)
+    """
+    return _final_box(text)[1]
+
+
+def _final_box(text: str) -> tuple[bool, str | None]:
+    """(whether a box decides the answer, its content): walking back from the end, empty boxes are
+    skipped; the first box that is cut off (content None) or non-empty decides."""
     boxes = list(_BOXED.finditer(text))
     closing = _matching_braces(text) if boxes else {}
     for match in reversed(boxes):
         content = _boxed_content(text, match.end(), closing)
-        if content:
-            return content
-    return None
+        if content is None or content:
+            return True, content
+    return False, None
 
 
 def _matching_braces(text: str) -> dict[int, int]:
@@ -138,11 +154,14 @@ def _matching_braces(text: str) -> dict[int, int]:
 
 
 def _boxed_content(text: str, start: int, closing: dict[int, int]) -> str | None:
-    r"""What ``\boxed`` at ``text[:start]`` encloses: a balanced ``{...}`` group or one bare token."""
+    r"""What ``\boxed`` at ``text[:start]`` encloses: a balanced ``{...}`` group or one bare token;
+    None when cut off (an unclosed brace, or nothing but spaces to the end), "" when empty."""
     opening = _SPACES.match(text, start).end()  # type: ignore[union-attr]  # \s* always matches
+    if opening == len(text):
+        return None  # "\boxed" was the last thing written
     if text[opening : opening + 1] != "{":
         bare = _BOXED_BARE.match(text, start)
-        return bare.group(1).rstrip(".,;") if bare else None
+        return bare.group(1).rstrip(".,;") if bare else ""
     if opening not in closing:
         return None  # cut off before its closing brace
     return text[opening + 1 : closing[opening]].strip()

@@ -132,8 +132,13 @@ def load(cfg: TaskConfig, split: str) -> list[Problem]:
         DECODERS[decoder]  # an unknown name fails here, listing the known ones
         if column not in cfg.columns:
             raise ValueError(f"task.column_decoders names {column!r}, which is not in task.columns {list(cfg.columns)}")
-    rows = read_rows(cfg, split)
-    problems = [to_problem(row, index, cfg, template, extract) for index, row in enumerate(rows)]
+    rows, source = read_rows(cfg, split)
+    problems = []
+    for index, row in enumerate(rows):
+        try:
+            problems.append(to_problem(row, index, cfg, template, extract))
+        except ValueError as err:  # say which row of which file, so it can be found and fixed
+            raise ValueError(f"{source}, row {index} (counting from 0): {err}") from err
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ValueError(f"task.id_field={cfg.id_field!r} is not unique in {cfg.name}'s {split} split; "
@@ -141,22 +146,58 @@ def load(cfg: TaskConfig, split: str) -> list[Problem]:
     return problems
 
 
-def read_rows(cfg: TaskConfig, split: str) -> Sequence[Mapping[str, Any]]:
-    """The rows of the dataset's split that plays ``split``: from ``task.path`` if set, else the hub."""
+def read_rows(cfg: TaskConfig, split: str) -> tuple[Sequence[Mapping[str, Any]], str]:
+    """The rows of the dataset's split that plays ``split`` (from ``task.path`` if set, else the hub), and
+    where they came from, for messages. Raises ValueError, saying what to set, when there are none."""
     name = {"train": cfg.train_split, "test": cfg.test_split}[split]
     if name is None:
         raise ValueError(f"task {cfg.name!r} has no {split} split (task.{split}_split=null); set task.{split}_split "
                          f"to one of the dataset's splits, or use another task for {split}ing")  # fmt: skip
-    import datasets  # late: a heavy import that only real-data tasks need
-
     if cfg.path:
         file = local_file(Path(cfg.path).expanduser(), name, split)
         if file == Path(cfg.path).expanduser() and cfg.train_split and cfg.test_split:
             logger.warning("task.path=%s is one file: the train and test splits both read it", cfg.path)
-        return datasets.load_dataset(BUILDERS[file.suffix], data_files=str(file), split="train")
-    if not cfg.dataset:
+        source = f"task.path: {file} (the {split} split)"
+        rows = _read_local(file, source)
+    elif cfg.dataset:
+        source = f"task.dataset={cfg.dataset} (split {name!r}, the {split} split)"
+        rows = _read_hub(cfg, name, split)
+    else:
         raise ValueError("task.loader=dataset needs task.dataset (a hub id) or task.path (a local file)")
-    return datasets.load_dataset(cfg.dataset, cfg.subset, split=name)
+    if len(rows) == 0:
+        raise ValueError(f"{source} holds no rows; point it at the data, or set task.{split}_split=null if the "
+                         f"task has no {split} split")  # fmt: skip
+    return rows, source
+
+
+def _read_local(file: Path, source: str) -> Sequence[Mapping[str, Any]]:
+    """A local file's rows; an empty or malformed file is a ValueError naming it (not datasets' bare
+    StopIteration or "An error occurred while generating the dataset")."""
+    import datasets  # late: a heavy import that only real-data tasks need
+    from datasets.exceptions import DatasetGenerationError
+
+    try:
+        return datasets.load_dataset(BUILDERS[file.suffix], data_files=str(file), split="train")
+    except StopIteration:  # datasets' json builder on a file of zero bytes
+        raise ValueError(f"{source} is empty; point task.path at the data") from None
+    except DatasetGenerationError as err:
+        raise ValueError(f"{source} could not be read: {err.__cause__ or err}; fix or remove the malformed row") from err
+    except ValueError as err:
+        if "corresponds to no data" not in str(err):  # blank lines only, or an empty JSON list
+            raise
+        return []
+
+
+def _read_hub(cfg: TaskConfig, name: str, split: str) -> Sequence[Mapping[str, Any]]:
+    import datasets
+
+    try:
+        return datasets.load_dataset(cfg.dataset, cfg.subset, split=name)
+    except ValueError as err:
+        if "Unknown split" not in str(err):
+            raise
+        raise ValueError(f"task.dataset={cfg.dataset}: {str(err).rstrip('.')}; set task.{split}_split to one of them, or to null "
+                         f"if the task has no {split} split") from err  # fmt: skip
 
 
 def local_file(path: Path, name: str, split: str) -> Path:
@@ -180,7 +221,13 @@ def to_problem(
     columns = {name: field_of(row, cfg.column_fields.get(name, name), f"columns ({name})") for name in cfg.columns}
     for name, decoder in cfg.column_decoders.items():
         columns[name] = DECODERS[decoder](columns[name])
-    text = str(field_of(row, cfg.prompt_field, "prompt_field"))
+    text = field_of(row, cfg.prompt_field, "prompt_field")
+    if not isinstance(text, str) or not text.strip():
+        shown = repr(text) if isinstance(text, (str, int, float, bool, type(None))) else f"a {type(text).__name__}"
+        raise ValueError(
+            f"task.prompt_field={cfg.prompt_field!r} is {shown[:60]}, not the text of a question; fix or remove the "
+            "row, or point task.prompt_field at the field holding the question (dotted paths reach nested fields)"
+        )
     answer = extract(as_text(field_of(row, cfg.answer_field, "answer_field"))) if cfg.answer_field else ""
     problem_id = str(field_of(row, cfg.id_field, "id_field")) if cfg.id_field else str(index)
     return Problem(id=problem_id, prompt=template(text, columns), answer=answer, metadata=columns)
