@@ -28,6 +28,7 @@ from eval.report import write_report
 from eval.study import sweep_and_report
 from eval.summarize import SummaryError
 from train.config import ConfigError, EvalConfig, RunConfig, register_configs
+from train.errors import DataError
 from train.models import resolve_base
 from train.tracking import RUN_INFO, read_run_info, write_run_info
 
@@ -123,7 +124,7 @@ def compare_and_report(folder: Path, runs: list[Path], ev: EvalConfig) -> dict:
 def _hydra_main(raw: DictConfig) -> None:
     try:
         _evaluate(raw)
-    except (UsageError, ConfigError, SummaryError, FileNotFoundError) as err:
+    except (UsageError, ConfigError, DataError, SummaryError, FileNotFoundError) as err:
         print(f"rlvr-eval: {err}", file=sys.stderr)
         sys.exit(2)
 

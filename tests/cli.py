@@ -33,10 +33,9 @@ TINY = [
 
 def run_cli(app: str, args: list[str], cwd: Path, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "offline"}
-    module = {"rlvr-train": "train.main", "rlvr-eval": "eval.main"}[app]
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    entry = {"rlvr-train": ["-m", "train.main"], "rlvr-eval": ["-m", "eval.main"],
+             "rlvr-study": ["-c", "import sys; from train.main import study; sys.argv[0] = 'rlvr-study'; study()"]}[app]
+    proc = subprocess.run([sys.executable, *entry, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{app} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

@@ -5,3 +5,8 @@ traceback and exits with status 1 (config errors, :class:`train.config.ConfigErr
 
 class RunError(RuntimeError):
     """The run stopped; the message names what failed, where, and how to go on."""
+
+
+class DataError(ValueError):
+    """A dataset, file or record that cannot be used as it is; the message names it, the row, and what to fix.
+    Like a config error, ``rlvr-train`` and ``rlvr-eval`` print it without a traceback and exit with status 2."""

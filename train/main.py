@@ -1,10 +1,12 @@
 """``rlvr-train``: build the base model, train it with RLVR, checkpoint, then sweep pass@k.
 
-With no arguments it runs the whole miniature study on the built-in task. Examples::
+With no arguments it trains GRPO on the built-in task and sweeps it; ``rlvr-study`` runs the whole
+miniature study (GRPO and distillation from one base, compared). Examples::
 
     rlvr-train                                   # built-in task, GRPO, eval sweep at the end
     rlvr-train -m algorithm=grpo trainer.lr=1e-4,3e-4
     rlvr-train run_dir=runs/x resume=true        # continue a run from its latest checkpoint
+    rlvr-study                                   # GRPO and distillation from one base, compared (conf/study.yaml)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from train.checkpoint import latest_checkpoint, list_checkpoints, load_training_
 from train.config import BatchPlan, ConfigError, RunConfig, check, register_configs
 from train.critic import PolicyWithCritic, load_critic, policy_context, policy_of
 from train.distributed import build_accelerator, keep_grad_norm, reporting_hangs, world_size_from_env
-from train.errors import RunError
+from train.errors import DataError, RunError
 from train.loop import Trainer, train
 from train.lora import AdaptersOff, is_lora, with_lora
 from train.models import load_model, load_tokenizer, resolve_base
@@ -169,16 +171,16 @@ def _reference(cfg: RunConfig, base: str, model: torch.nn.Module, acc) -> torch.
     return ref.to(acc.device)
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
-def _hydra_main(raw: DictConfig) -> None:
+def _job(raw: DictConfig) -> None:
+    """One training run (a job of a multirun): train, then sweep it when ``eval.after_train``."""
     _quiet_libraries()
     cfg: RunConfig = OmegaConf.to_object(raw)
     resolved = OmegaConf.to_container(raw, resolve=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         done = run(cfg, run_dir, resolved)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
+    except (ConfigError, DataError) as err:
+        print(f"{'data' if isinstance(err, DataError) else 'config'} error: {err}", file=sys.stderr)
         sys.exit(2)
     except RunError as err:  # the message says what failed and how to go on; a traceback would bury it
         print(f"error: {err}", file=sys.stderr)
@@ -189,8 +191,18 @@ def _hydra_main(raw: DictConfig) -> None:
         sweep_and_report(done, cfg)
 
 
+_hydra_main = hydra.main(version_base=None, config_path="../conf", config_name="config")(_job)
+_study_main = hydra.main(version_base=None, config_path="../conf", config_name="study")(_job)
+
+
 def main() -> None:
+    """``rlvr-train``: one run, or a multirun with ``-m``."""
     _hydra_main()
+
+
+def study() -> None:
+    """``rlvr-study``: the paper in miniature, a multirun of GRPO and distillation from one base (conf/study.yaml)."""
+    _study_main()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from train.config import LoggerConfig
+from train.errors import DataError
 
 STEP_KEY = "train/step"
 METRICS = "metrics.jsonl"
@@ -174,7 +175,7 @@ def _parse_lines(path: Path) -> tuple[list[dict[str, Any]], Optional[int]]:
                 records.append(_parse(line))
             except ValueError as err:
                 if i != last:
-                    raise ValueError(
+                    raise DataError(
                         f"{path}:{i + 1}: malformed record in the middle of the file ({err}); the file is corrupt: "
                         f"restore it or move it away (a resumed run then starts a new one)"
                     ) from None

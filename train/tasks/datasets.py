@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from algorithms.registry import Registry
+from train.errors import DataError
 from train.tasks import Problem
 from train.tasks.templates import TEMPLATES
 
@@ -58,7 +59,7 @@ def after_hashes(answer: str) -> str:
     """
     head, hashes, tail = answer.rpartition("####")
     if not hashes:
-        raise ValueError(f"answer has no '####' (task.answer_extract=gsm8k): {answer[-80:]!r}")
+        raise DataError(f"answer has no '####' (task.answer_extract=gsm8k): {answer[-80:]!r}")
     return tail.strip()
 
 
@@ -71,13 +72,13 @@ def last_boxed(answer: str) -> str:
     """
     start = answer.rfind("\\boxed{")
     if start < 0:
-        raise ValueError(f"answer has no \\boxed{{...}} (task.answer_extract=boxed): {answer[-80:]!r}")
+        raise DataError(f"answer has no \\boxed{{...}} (task.answer_extract=boxed): {answer[-80:]!r}")
     depth, begin = 0, start + len("\\boxed{")
     for i in range(begin - 1, len(answer)):
         depth += {"{": 1, "}": -1}.get(answer[i], 0)
         if depth == 0:
             return answer[begin:i].strip()
-    raise ValueError(f"unbalanced \\boxed{{ in answer (task.answer_extract=boxed): {answer[-80:]!r}")
+    raise DataError(f"unbalanced \\boxed{{ in answer (task.answer_extract=boxed): {answer[-80:]!r}")
 
 
 Decoder = Callable[[Any], Any]
@@ -131,17 +132,17 @@ def load(cfg: TaskConfig, split: str) -> list[Problem]:
     for column, decoder in cfg.column_decoders.items():
         DECODERS[decoder]  # an unknown name fails here, listing the known ones
         if column not in cfg.columns:
-            raise ValueError(f"task.column_decoders names {column!r}, which is not in task.columns {list(cfg.columns)}")
+            raise DataError(f"task.column_decoders names {column!r}, which is not in task.columns {list(cfg.columns)}")
     rows, source = read_rows(cfg, split)
     problems = []
     for index, row in enumerate(rows):
         try:
             problems.append(to_problem(row, index, cfg, template, extract))
         except ValueError as err:  # say which row of which file, so it can be found and fixed
-            raise ValueError(f"{source}, row {index} (counting from 0): {err}") from err
+            raise DataError(f"{source}, row {index} (counting from 0): {err}") from err
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"task.id_field={cfg.id_field!r} is not unique in {cfg.name}'s {split} split; "
+        raise DataError(f"task.id_field={cfg.id_field!r} is not unique in {cfg.name}'s {split} split; "
                          "name a unique field, or set task.id_field=null to number the rows")  # fmt: skip
     return problems
 
@@ -151,7 +152,7 @@ def read_rows(cfg: TaskConfig, split: str) -> tuple[Sequence[Mapping[str, Any]],
     where they came from, for messages. Raises ValueError, saying what to set, when there are none."""
     name = {"train": cfg.train_split, "test": cfg.test_split}[split]
     if name is None:
-        raise ValueError(f"task {cfg.name!r} has no {split} split (task.{split}_split=null); set task.{split}_split "
+        raise DataError(f"task {cfg.name!r} has no {split} split (task.{split}_split=null); set task.{split}_split "
                          f"to one of the dataset's splits, or use another task for {split}ing")  # fmt: skip
     if cfg.path:
         file = local_file(Path(cfg.path).expanduser(), name, split)
@@ -163,9 +164,9 @@ def read_rows(cfg: TaskConfig, split: str) -> tuple[Sequence[Mapping[str, Any]],
         source = f"task.dataset={cfg.dataset} (split {name!r}, the {split} split)"
         rows = _read_hub(cfg, name, split)
     else:
-        raise ValueError("task.loader=dataset needs task.dataset (a hub id) or task.path (a local file)")
+        raise DataError("task.loader=dataset needs task.dataset (a hub id) or task.path (a local file)")
     if len(rows) == 0:
-        raise ValueError(f"{source} holds no rows; point it at the data, or set task.{split}_split=null if the "
+        raise DataError(f"{source} holds no rows; point it at the data, or set task.{split}_split=null if the "
                          f"task has no {split} split")  # fmt: skip
     return rows, source
 
@@ -179,9 +180,9 @@ def _read_local(file: Path, source: str) -> Sequence[Mapping[str, Any]]:
     try:
         return datasets.load_dataset(BUILDERS[file.suffix], data_files=str(file), split="train")
     except StopIteration:  # datasets' json builder on a file of zero bytes
-        raise ValueError(f"{source} is empty; point task.path at the data") from None
+        raise DataError(f"{source} is empty; point task.path at the data") from None
     except DatasetGenerationError as err:
-        raise ValueError(f"{source} could not be read: {err.__cause__ or err}; fix or remove the malformed row") from err
+        raise DataError(f"{source} could not be read: {err.__cause__ or err}; fix or remove the malformed row") from err
     except ValueError as err:
         if "corresponds to no data" not in str(err):  # blank lines only, or an empty JSON list
             raise
@@ -196,7 +197,7 @@ def _read_hub(cfg: TaskConfig, name: str, split: str) -> Sequence[Mapping[str, A
     except ValueError as err:
         if "Unknown split" not in str(err):
             raise
-        raise ValueError(f"task.dataset={cfg.dataset}: {str(err).rstrip('.')}; set task.{split}_split to one of them, or to null "
+        raise DataError(f"task.dataset={cfg.dataset}: {str(err).rstrip('.')}; set task.{split}_split to one of them, or to null "
                          f"if the task has no {split} split") from err  # fmt: skip
 
 
@@ -210,7 +211,7 @@ def local_file(path: Path, name: str, split: str) -> Path:
             "at a local .jsonl/.json/.parquet file, or at a folder holding one per split named after the split"
         )
     if found.suffix not in BUILDERS:
-        raise ValueError(f"task.path={found}: unknown file type {found.suffix!r}; use one of {', '.join(BUILDERS)}")
+        raise DataError(f"task.path={found}: unknown file type {found.suffix!r}; use one of {', '.join(BUILDERS)}")
     return found
 
 
@@ -224,7 +225,7 @@ def to_problem(
     text = field_of(row, cfg.prompt_field, "prompt_field")
     if not isinstance(text, str) or not text.strip():
         shown = repr(text) if isinstance(text, (str, int, float, bool, type(None))) else f"a {type(text).__name__}"
-        raise ValueError(
+        raise DataError(
             f"task.prompt_field={cfg.prompt_field!r} is {shown[:60]}, not the text of a question; fix or remove the "
             "row, or point task.prompt_field at the field holding the question (dotted paths reach nested fields)"
         )
@@ -249,7 +250,7 @@ def field_of(row: Mapping[str, Any], path: str, option: str) -> Any:
             value = value[int(part)] if isinstance(value, (list, tuple)) else value[part]
         except (KeyError, IndexError, ValueError, TypeError):
             available = ", ".join(sorted(value)) if isinstance(value, Mapping) else f"a {type(value).__name__}"
-            raise ValueError(f"task.{option}: the rows have no field {path!r}; available fields: {available}") from None
+            raise DataError(f"task.{option}: the rows have no field {path!r}; available fields: {available}") from None
     return value
 
 
