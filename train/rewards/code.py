@@ -61,17 +61,29 @@ or pass a comparison with an object of its own. How:
 Each of these is attacked in ``tests/test_code_attacks.py`` (a wrong program plus the attack
 scores 0.0; the right program scores 1.0 on the same problem).
 
-Not defended: what the tests themselves hand to the program. Tests that call helpers the program
-defines trust the program's answer: HumanEval/32 checks ``find_zero`` with the prompt's ``poly``,
-and HumanEval/38 and /50 pass the expected string to ``encode_cyclic``/``encode_shift``, all
-defined by the program (the prompt is part of it). Arguments are seen by the program as it is
-called (not the expected values, which stay in the tests). A test whose assertion accepts any
-truthy value accepts a handle. Semantics that change from one process: arguments are copies (a
-test that checks an argument mutated in place would fail; none in HumanEval, MBPP or the fixtures
-does), two of the program's objects compare by identity only, instances of subclasses of builtin
-types arrive as the base type, objects the program returns support only call and plain attribute
-fetch, and a test's own functions or objects cannot be passed to the program (a TypeError in that
-test).
+This needs the sandbox's full isolation (root: fresh uids and namespaces). Under its fallbacks
+(logged once each, see :mod:`train.rewards.sandbox`) the two processes share the trainer's uid,
+and the program could read or trace the tests' process: the verdict is then not protected.
+
+Not defended: what the tests themselves hand to the program or take from it. Tests that call
+helpers the program defines trust the program's answer: HumanEval/32 checks ``find_zero`` with the
+prompt's ``poly``, and HumanEval/38 and /50 pass the expected string to ``encode_cyclic`` /
+``encode_shift``, all defined by the program (the prompt is part of it), so a program can
+remember it (``tests/test_code_attacks.py`` pins this). The program sees each call's arguments
+(not the expected values, which stay in the tests). A test whose assertion accepts any truthy
+value accepts a handle. A module the program holds becomes the tests' own import of the module of
+that name (standard library or shared packages only), so, as in one process, the program chooses
+which genuine module a name the tests use unimported refers to.
+
+What differs from running the tests in the program's process (none of it matters for HumanEval's
+164 canonical solutions, sanitized MBPP's 427 references or the format fixtures, which all pass):
+arguments are copies (a test that checks an argument mutated in place would fail); two of the
+program's objects compare by identity only; instances of subclasses of builtin types arrive as the
+base type (a namedtuple as a tuple); objects the program returns support only call and plain
+attribute fetch, and its exception classes cannot be caught by name (the tests see the nearest
+builtin one); a result over 32 MiB of JSON, an iterator of over 2**20 items, or a value nested over
+100 deep fails the call; the program's top-level data are a snapshot taken after it ran; and a
+test's own functions or objects cannot be passed to the program (a TypeError in that test).
 
 Pure Python: no torch, no trainer; the program itself runs only inside the sandbox.
 """
@@ -247,7 +259,7 @@ LIVECODEBENCH_PRELUDE = "".join(
 
 
 def functional_tests(fn_name: str, cases: Sequence[dict[str, Any]]) -> FunctionTests:
-    r"""LiveCodeBench's functional (LeetCode) cases as harness tests, graded as lcb_runner does: the
+    r"""LiveCodeBench's functional (LeetCode) cases as function tests, graded as lcb_runner does: the
     method ``fn_name`` of ``Solution()`` (or a plain function of that name) is called with one JSON
     value per input line; a tuple result counts as a list; it must equal the JSON output.
 
