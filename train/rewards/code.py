@@ -164,13 +164,19 @@ def normalise_output(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.rstrip().splitlines())
 
 
-HARNESS = Path(__file__).with_name("code_harness.py")  # the programs run in the sandbox
+HARNESS = Path(__file__).with_name("code_harness.py")  # function tests: the program's and the tests' processes
+STDIO_BOOT = Path(__file__).with_name("code_stdio.py")  # stdin/stdout programs
 
 
 @functools.cache
 def harness_source(role: str) -> str:
     """The sandbox's ``main.py`` for ``role`` of :mod:`train.rewards.code_harness`: that file plus its call."""
     return f"{HARNESS.read_text(encoding='utf-8')}\n\nmain({role!r})\n"
+
+
+@functools.cache
+def _stdio_boot() -> str:
+    return STDIO_BOOT.read_text(encoding="utf-8")
 
 
 def passes(program: str, tests: CodeTests, limits: Limits = DEFAULT_LIMITS) -> bool:
@@ -188,7 +194,7 @@ def passes(program: str, tests: CodeTests, limits: Limits = DEFAULT_LIMITS) -> b
 
 def _passes_case(program: str, stdin: str, expected: str, limits: Limits) -> bool:
     max_output = max(limits.max_output_bytes, 2 * len(expected))
-    result = run_program(harness_source("script"), files={"solution.py": program}, stdin=stdin, timeout_s=limits.timeout_s,
+    result = run_program(_stdio_boot(), files={"solution.py": program}, stdin=stdin, timeout_s=limits.timeout_s,
                          memory_mb=limits.memory_mb, max_output_bytes=max_output, packages=limits.packages)  # fmt: skip
     return result.status == "ok" and normalise_output(result.stdout) == normalise_output(expected)
 

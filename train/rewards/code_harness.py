@@ -1,13 +1,12 @@
-"""The code verifier's programs inside the sandbox: the candidate's server, the tests' runner, the
-stdin/stdout boot, and the plain-data wire format between the first two. Stdlib only.
+"""The code verifier's function tests inside the sandbox: the candidate's server, the tests'
+runner, and the plain-data wire format between them. Stdlib only.
 
-The verifier (:mod:`train.rewards.code`) writes this file into a sandbox as ``main.py`` with one
-call appended, ``main("solution")``, ``main("tests")`` or ``main("script")`` (so no ``__future__``
-import here: the sandbox may put a line before it). In the trainer it is only imported, for its
-doctests. Roles:
+The verifier (:mod:`train.rewards.code`) writes this file into each of two linked sandbox
+processes as ``main.py`` with one call appended, ``main("solution")`` or ``main("tests")`` (so no
+``__future__`` import here: the sandbox may put a line before it). In the trainer it is only
+imported, for its doctests. (Stdin/stdout programs boot with :mod:`train.rewards.code_stdio`.)
+Roles:
 
-- ``script`` (stdin/stdout tests, one sandbox): runs ``solution.py`` as ``__main__``, with
-  ``exit``/``quit`` as ``site`` would define them; the parent compares its stdout.
 - ``solution`` (the callee of :func:`train.rewards.sandbox.run_linked`): executes ``solution.py``
   (the program, after LiveCodeBench's prelude when given) as module ``__solution__``, sends its
   top-level names on the link, then serves the tests' requests (call an object, fetch a plain
@@ -554,17 +553,5 @@ def run_tests() -> None:
     os._exit(0)
 
 
-# ---- stdin/stdout programs ---------------------------------------------------------------------
-
-
-def run_script() -> None:
-    """Run ``solution.py`` as ``__main__``; -S leaves out ``site``'s ``exit()`` and ``quit()``, which programs use."""
-    builtins.exit = builtins.quit = sys.exit  # type: ignore[attr-defined]
-    with open("solution.py", encoding="utf-8") as f:
-        source = f.read()
-    namespace = {"__name__": "__main__", "__file__": "solution.py", "__builtins__": builtins}
-    exec(compile(source, "solution.py", "exec", dont_inherit=True), namespace)
-
-
 def main(role: str) -> None:
-    {"script": run_script, "solution": serve_solution, "tests": run_tests}[role]()
+    {"solution": serve_solution, "tests": run_tests}[role]()
