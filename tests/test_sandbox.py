@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 import train.rewards.code as code_module
+import train.rewards.code_harness as code_harness
 import train.rewards.sandbox as sandbox_module
 from train.rewards import REWARDS
 from train.rewards.sandbox import REPO_ROOT, Isolation, Program, probe_isolation, run_linked, run_program
@@ -120,6 +121,7 @@ def trainer(tmp_path: Path) -> TrainerState:
 def test_doctests() -> None:
     assert doctest.testmod(sandbox_module).failed == 0
     assert doctest.testmod(code_module).failed == 0
+    assert doctest.testmod(code_harness).failed == 0
 
 
 # ---- time ----------------------------------------------------------------------------------
