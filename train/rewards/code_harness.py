@@ -475,7 +475,7 @@ class Calls:
             reply = self.link.receive()
             if reply is None:
                 _fatal("the program ended during a call")
-            if type(reply) is not dict or reply.get("id") != self.last_id or not ({"value"} == set(reply) - {"id"} or {"error", "args"} == set(reply) - {"id"}):
+            if not _is_reply(reply, self.last_id):
                 raise WireError(f"not the reply to request {self.last_id}: {str(reply)[:200]}")
             if "value" in reply:
                 return decode(reply["value"], self.remote)
@@ -485,6 +485,13 @@ class Calls:
         except (WireError, OSError) as exc:
             _fatal(f"the link to the program broke: {exc}")
         raise _exception(names, args)
+
+
+def _is_reply(reply: Any, request_id: int) -> bool:
+    """Whether ``reply`` answers request ``request_id``: its id, and a value or an exception."""
+    if type(reply) is not dict or type(reply.get("id")) is not int or reply["id"] != request_id:
+        return False
+    return set(reply) in ({"id", "value"}, {"id", "error", "args"})
 
 
 def _exception(names: list[Any], args: tuple[Any, ...]) -> Exception:
