@@ -14,12 +14,13 @@ fails with a NameError): 2 x ``--problems`` checks, every program a trusted MBPP
   code.
 - ``plain subprocess (no sandbox)``: ``subprocess.run([python, "-I", "-S", "-c", imports + program
   + asserts])`` per check, serially, accepted on exit status 0: a fresh interpreter with the flags
-  the sandbox uses, so the gap to the next rows is the sandbox's own cost (launcher, namespaces,
-  tmpfs, the harness and its handshake);
+  the sandbox uses, so the gap to the next rows is the sandbox's own cost;
 - ``code.score, N workers``: ``train.rewards.code.score`` with ``workers=N``, as training calls it
   every step: each completion (the program in a ```python fence) against ``parse_tests`` of the
-  task's ``test_list`` / ``test_imports``, each run in its own sandbox (this needs root for the full
-  isolation; without it the sandbox falls back and logs what it lacks).
+  task's ``test_list`` / ``test_imports``. Each check is two sandboxed processes, the program's and
+  the tests', each behind its own launcher (uid, namespaces, tmpfs), with the harness on both sides
+  and every call to the program a round trip on the link between them (this needs root for the
+  full isolation; without it the sandbox falls back and logs what it lacks).
 
 Every row runs with the same time limit (``Limits().timeout_s``); none should be reached. One untimed
 pass of every row runs first (page cache, imports), then rows take turns, so a burst of load

@@ -6,8 +6,14 @@ side is as it was (:class:`TrainerState`: the working folder's and the repositor
 canary file, the environment, no process left behind). A property the machine cannot enforce
 (no root, a kernel refusing namespaces) skips its test with the launcher's reason.
 
+Then the properties of two linked programs (:func:`run_linked`): they share the link and nothing
+else (not files, /proc entries, signals, ptrace, descriptors or the control channel; their uids
+differ), the callee is stopped when the caller ends, the caller reads EOF when the callee dies or
+floods, each keeps its own limits, and they share one wall clock.
+
 The last tests are the code verifier's: each way of faking success scores 0.0, and correct
-programs in each of the three test formats score 1.0.
+programs in each of the three test formats score 1.0 (its full adversarial suite, against tests run
+in their own process, is ``tests/test_code_attacks.py``).
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from pathlib import Path
 import pytest
 
 import train.rewards.code as code_module
+import train.rewards.code_harness as code_harness
 import train.rewards.sandbox as sandbox_module
 from train.rewards import REWARDS
-from train.rewards.sandbox import REPO_ROOT, Isolation, probe_isolation, run_program
+from train.rewards.sandbox import REPO_ROOT, Isolation, Program, probe_isolation, run_linked, run_program
 
 LIMITS = {"timeout_s": 20.0, "memory_mb": 256}
 SLACK_S = 5.0  # start-up of two interpreters on a loaded machine
@@ -114,6 +121,7 @@ def trainer(tmp_path: Path) -> TrainerState:
 def test_doctests() -> None:
     assert doctest.testmod(sandbox_module).failed == 0
     assert doctest.testmod(code_module).failed == 0
+    assert doctest.testmod(code_harness).failed == 0
 
 
 # ---- time ----------------------------------------------------------------------------------
@@ -335,6 +343,124 @@ def test_interpreter_ignores_python_variables_and_site(
     assert str(tmp_path) not in path and "site-packages" not in path and "''" not in path
     monkeypatch.undo()
     trainer.assert_untouched(result)
+
+
+# ---- two linked programs -------------------------------------------------------------------
+
+IS_OPEN = """
+def is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+"""
+
+LINK_PEER_ATTEMPTS = ["control channel", "read the caller's file", "list the caller's folder", "environ", "mem", "cwd",
+                      "root", "fd", "fd 3 write", "SIGSTOP", "SIGKILL", "ptrace attach", "pidfd_getfd 3"]  # fmt: skip
+
+
+def test_linked_programs_share_only_the_link(trainer: TrainerState, isolation: Isolation) -> None:
+    """The callee learns the caller's pid and folder over the link, and then can neither read its
+    files nor its /proc entries, signal it, trace it, take its descriptors, nor write the control
+    channel; each holds exactly its own descriptors; the two uids differ."""
+    _require(isolation, isolation.uid is not None and isolation.mounts, "a separate uid and a mount namespace")
+    caller = "import json, os\n" + IS_OPEN + """
+open("secret.txt", "w").write("the caller's secret")
+os.write(5, json.dumps({"pid": os.getpid(), "cwd": os.getcwd()}).encode() + b"\\n")
+os.write(3, b"heard " + os.read(6, 100) + b"\\n")
+print("FDS", [fd for fd in range(256) if is_open(fd)])
+"""
+    callee = ATTEMPT + "import ctypes, json, os, signal, sys\n" + IS_OPEN + """
+libc = ctypes.CDLL(None, use_errno=True)
+def checked(result):
+    if result == -1:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return result
+print("FDS", [fd for fd in range(256) if is_open(fd)])
+peer = json.loads(os.read(6, 1000))
+pid, cwd = peer["pid"], peer["cwd"]
+attempt("control channel", lambda: os.write(3, b"forged\\n"))  # first: nothing of its own is fd 3 yet
+attempt("read the caller's file", lambda: open(os.path.join(cwd, "secret.txt")).read())
+attempt("list the caller's folder", lambda: os.listdir(cwd))
+attempt("environ", lambda: open(f"/proc/{pid}/environ").read())
+attempt("mem", lambda: open(f"/proc/{pid}/mem", "rb").read(1))
+attempt("cwd", lambda: os.listdir(f"/proc/{pid}/cwd"))
+attempt("root", lambda: os.listdir(f"/proc/{pid}/root"))
+attempt("fd", lambda: os.listdir(f"/proc/{pid}/fd"))
+attempt("fd 3 write", lambda: os.write(os.open(f"/proc/{pid}/fd/3", os.O_WRONLY), b"forged\\n"))
+attempt("SIGSTOP", lambda: os.kill(pid, signal.SIGSTOP))
+attempt("SIGKILL", lambda: os.kill(pid, signal.SIGKILL))
+attempt("ptrace attach", lambda: checked(libc.ptrace(16, pid, None, None)))
+attempt("pidfd_getfd 3", lambda: checked(libc.syscall(438, os.pidfd_open(pid), 3, 0)))
+sys.stdout.flush()  # the caller ends on "done", and the callee is stopped with it
+os.write(5, b"done")
+"""
+    result = run_linked(Program(caller), Program(callee), control=True, **LIMITS)
+    assert result.caller.status == "ok" and result.caller.control == (b"heard done",), result.caller.stderr
+    assert "FDS [0, 1, 2, 3, 5, 6]" in result.caller.stdout
+    assert result.callee.status in ("ok", "stopped"), result.callee.stderr
+    assert "FDS [0, 1, 2, 5, 6]" in result.callee.stdout
+    assert _attempts_failed(result.callee.stdout, LINK_PEER_ATTEMPTS), result.callee.stdout
+    assert "the caller's secret" not in result.callee.stdout
+    assert result.caller.isolation is not None and result.callee.isolation is not None
+    assert result.caller.isolation.uid != result.callee.isolation.uid
+    trainer.assert_untouched(result.caller)
+    trainer.assert_untouched(result.callee)
+
+
+def test_the_callee_is_stopped_when_the_caller_ends(trainer: TrainerState) -> None:
+    result = run_linked(Program("pass"), Program("import time\ntime.sleep(3600)"), **LIMITS)
+    assert result.caller.status == "ok" and result.callee.status == "stopped"
+    assert result.callee.wall_s < SLACK_S
+    trainer.assert_untouched(result.caller)
+    trainer.assert_untouched(result.callee)
+
+
+def test_the_caller_reads_eof_when_the_callee_dies(trainer: TrainerState) -> None:
+    result = run_linked(Program("import os\nprint(os.read(6, 10) == b'')"), Program("import os\nos._exit(3)"), **LIMITS)
+    assert result.caller.status == "ok" and result.caller.stdout == "True\n"
+    assert result.callee.status == "error" and result.callee.returncode == 3
+    trainer.assert_untouched(result.caller)
+
+
+def test_a_flooding_callee_is_killed_alone(trainer: TrainerState) -> None:
+    flood = "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)"
+    result = run_linked(Program("import os\nprint(os.read(6, 10) == b'')"), Program(flood), timeout_s=30, memory_mb=256,
+                        max_output_bytes=100_000)  # fmt: skip
+    assert result.callee.status == "output_limit" and len(result.callee.stdout) == 100_000
+    assert result.caller.status == "ok" and result.caller.stdout == "True\n"  # it read EOF and went on
+    assert result.caller.wall_s < SLACK_S
+    trainer.assert_untouched(result.callee)
+
+
+def test_each_linked_program_keeps_its_limits(trainer: TrainerState) -> None:
+    """The callee alone: no process, no big allocation, the CPU limit (SIGXCPU), while the caller,
+    blocked on the link, spends no CPU and ends when the callee's death closes the link."""
+    callee = ATTEMPT + """
+import os, sys
+attempt("fork", os.fork)
+attempt("allocate", lambda: len(bytearray(1024 * 2**20)))
+sys.stdout.flush()  # SIGXCPU ends it below, before Python would flush
+while True:
+    pass
+"""
+    result = run_linked(Program("import os\nprint(os.read(6, 10) == b'')"), Program(callee), timeout_s=60, cpu_s=1,
+                        memory_mb=256)  # fmt: skip
+    assert result.callee.status == "timeout" and result.callee.returncode == -signal.SIGXCPU
+    assert _attempts_failed(result.callee.stdout, ["fork", "allocate"]), result.callee.stdout
+    assert result.caller.status == "ok" and result.caller.stdout == "True\n"
+    assert result.caller.wall_s < 60
+    trainer.assert_untouched(result.callee)
+
+
+def test_the_linked_pair_shares_one_wall_clock(trainer: TrainerState) -> None:
+    asleep = Program("import time\ntime.sleep(3600)")
+    result = run_linked(asleep, asleep, timeout_s=1.0, cpu_s=60, memory_mb=256)
+    assert result.caller.status == result.callee.status == "timeout"
+    assert 1.0 <= result.caller.wall_s < 1.0 + SLACK_S
+    trainer.assert_untouched(result.caller)
+    trainer.assert_untouched(result.callee)
 
 
 # ---- faked success (the code verifier) -----------------------------------------------------

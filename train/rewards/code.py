@@ -22,27 +22,68 @@ tests compare floats with it), shared read-only by the sandbox; nothing else ins
 The program is the last ```python (or ```py, or bare ```) fenced block of the completion, or the
 whole completion when it has no closed fence (:func:`extract_program`).
 
-Faked success. In the function formats the tests run in the program's own interpreter, so the
-harness (:data:`HARNESS`) trusts nothing the program can write. A sample passes only when the
-sandbox run exits 0 *and* the control channel carries exactly ``done <number of tests>`` followed by
-``verdict <nonce>``, where the nonce is a fresh random value the parent sends only in reply to
-``done``: it is not in the program's process while its code or the tests run. The harness says
-``done`` only after every test ran without raising. This defeats, each tested in
-``tests/test_sandbox.py``: exiting early with status 0 (``sys.exit(0)``, ``os._exit(0)``,
-``raise SystemExit`` inside a test; the harness catches BaseException and ``os._exit`` skips the
-verdict), redefining ``exit``, ``print`` or ``AssertionError`` (the harness uses none of them; an
-``assert`` raises the real AssertionError), patching builtins the tests use (``builtins.set = ...``;
-the tests see a copy of the builtins taken before the program ran, names the program defines do not
-shadow them, and the modules the tests import are imported before the program runs and put back in
-``sys.modules`` after it), and printing a fake success line
-(stdout is not read). Stdin/stdout tests are compared by the parent, out of the program's reach.
+Threat model
+------------
+The program is hostile (a policy keeps whatever earns reward). It may inspect and change anything
+in its own process (frames, ``gc``, modules, builtins, file descriptors) and read anything it can
+open. It must not be able to see the tests or expected values before it runs, reach the verdict,
+or pass a comparison with an object of its own. How:
 
-Not defeated, by design of in-process tests: a program that returns objects which compare equal
-to anything (``__eq__`` returning True), that patches attributes of modules the tests use (e.g.
-``math.isclose``), or that is written against this harness (speaking its protocol on fd 3/4 or
-reading its frames). The first two are classic reward hacks to watch for in samples. (Modules
-are put back once, after the program ran; its functions, called by the tests, could replace them
-again before an import inside a test function.)
+- Stdin/stdout tests: the program runs alone, once per case (:func:`train.rewards.sandbox.run_program`),
+  and the parent compares its stdout with the expected output: the expected output never enters
+  the sandbox.
+- Function tests: two sandbox processes (:func:`train.rewards.sandbox.run_linked`; the programs
+  are :mod:`train.rewards.code_harness`). The program runs alone in one (the *solution*), as a
+  callee: it reports its top-level names and answers calls. The tests run in the other, with
+  another uid, other namespaces and their own private folder; only there is ``spec.json`` (tests,
+  expected values). For each of the program's names the tests get a proxy (a :class:`Remote
+  <train.rewards.code_harness.Remote>`), or the value itself when it is plain data, or, for a
+  module, their own import of it. A call sends its arguments and gets back plain data only: a JSON
+  encoding of ``None``/``bool``/``int``/``float``/``str``/``bytes``/``complex`` and the builtin
+  containers (and a few standard ones: Counter, deque, Fraction, numeric numpy arrays), decoded
+  in the tests' process into objects of exactly those types. Anything else comes back as an opaque
+  handle that equals only itself, which the tests can call, pass back, or fetch a plain attribute
+  of (``Solution().method``, MBPP's ``Pair(5, 24)``); an iterator comes back drawn out. So every
+  ``==`` the tests evaluate runs the tests' own code on genuine values: an ``__eq__`` that always
+  returns True, a ``float`` or ``str`` subclass, a patched ``math.isclose`` (in the program's
+  process, not the tests') or a walk up the frames (they hold only the server) changes nothing.
+  An exception of the program's re-raises in the tests as the builtin class of that name (never
+  ``StopIteration``) or a generic error.
+- The verdict: the tests' process writes ``passed <n>`` on the control channel, which only it
+  holds, after every test ran without raising, then exits 0; a sample passes only when that line
+  is exactly ``passed <number of tests>`` and the exit status is 0. The program cannot signal,
+  trace or read the tests' process (another uid), reach its files (another mount namespace) or
+  write on its channel; its stdout/stderr are not read for the verdict. A broken message on the
+  link, one over 32 MiB, nesting over 100, or the program's end mid-call end the tests' process
+  at once, failed, where no test's ``except`` can catch it; when the tests end, the program is
+  killed.
+
+Each of these is attacked in ``tests/test_code_attacks.py`` (a wrong program plus the attack
+scores 0.0; the right program scores 1.0 on the same problem).
+
+This needs the sandbox's full isolation (root: fresh uids and namespaces). Under its fallbacks
+(logged once each, see :mod:`train.rewards.sandbox`) the two processes share the trainer's uid,
+and the program could read or trace the tests' process: the verdict is then not protected.
+
+Not defended: what the tests themselves hand to the program or take from it. Tests that call
+helpers the program defines trust the program's answer: HumanEval/32 checks ``find_zero`` with the
+prompt's ``poly``, and HumanEval/38 and /50 pass the expected string to ``encode_cyclic`` /
+``encode_shift``, all defined by the program (the prompt is part of it), so a program can
+remember it (``tests/test_code_attacks.py`` pins this). The program sees each call's arguments
+(not the expected values, which stay in the tests). A test whose assertion accepts any truthy
+value accepts a handle. A module the program holds becomes the tests' own import of the module of
+that name (standard library or shared packages only), so, as in one process, the program chooses
+which genuine module a name the tests use unimported refers to.
+
+What differs from running the tests in the program's process (none of it matters for HumanEval's
+164 canonical solutions, sanitized MBPP's 427 references or the format fixtures, which all pass):
+arguments are copies (a test that checks an argument mutated in place would fail); two of the
+program's objects compare by identity only; instances of subclasses of builtin types arrive as the
+base type (a namedtuple as a tuple); objects the program returns support only call and plain
+attribute fetch, and its exception classes cannot be caught by name (the tests see the nearest
+builtin one); a result over 32 MiB of JSON, an iterator of over 2**20 items, or a value nested over
+100 deep fails the call; the program's top-level data are a snapshot taken after it ran; and a
+test's own functions or objects cannot be passed to the program (a TypeError in that test).
 
 Pure Python: no torch, no trainer; the program itself runs only inside the sandbox.
 """
@@ -51,38 +92,40 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import json
 import logging
 import re
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
-from train.rewards.sandbox import run_program
+from train.rewards.sandbox import LinkedResult, Program, run_linked, run_program
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Limits of one sandbox run (a stdin/stdout sample makes one run per case)."""
+    """Limits of one sandbox run (a stdin/stdout sample makes one run per case; a function-test run
+    is two processes, the program's and the tests', each under the memory and output limits)."""
 
     timeout_s: float = 10.0  # wall clock; higher tolerates slow machines, lower bounds a batch's scoring time
-    memory_mb: int = 1024  # address space; the interpreter alone takes about 30 MB
+    memory_mb: int = 1024  # address space of each process; the interpreter alone takes about 30 MB
     max_output_bytes: int = 1 << 20  # per stream; more kills the program (and fails it)
     packages: tuple[str, ...] = ("numpy",)  # installed packages programs and tests may import (EvalPlus's tests use numpy)
 
 
 DEFAULT_LIMITS = Limits()
-WORKERS = 4  # sandbox runs at a time; each is a process, the threads only wait on them
+WORKERS = 4  # sandbox runs at a time (a function-test run is two processes); the threads only wait on them
 
 
 @dataclass(frozen=True)
 class FunctionTests:
-    """Tests run by the harness in the program's interpreter, after the program (MBPP, HumanEval)."""
+    """Tests run in their own process against the program's names (MBPP, HumanEval, EvalPlus, LeetCode)."""
 
-    setup: tuple[str, ...]  # run before the program, in the tests' namespace (imports)
+    setup: tuple[str, ...]  # run before the program's names arrive, in the tests' namespace (imports)
     tests: tuple[str, ...]  # statements; each must run without raising
     entry_point: str | None = None  # a name the tests use even if it shadows a builtin
     prelude: str = ""  # source run before the program, in its namespace (LiveCodeBench's imports)
@@ -121,81 +164,19 @@ def normalise_output(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.rstrip().splitlines())
 
 
-# Runs inside the sandbox as main.py, next to spec.json. It keeps its own references to everything
-# it needs before the program runs, and after the tests it switches off every hook the program
-# could have installed (trace, profile, gc callbacks, signals, timers) before asking for the nonce.
-HARNESS = r'''
-import builtins, gc, json, os, signal, sys
+HARNESS = Path(__file__).with_name("code_harness.py")  # function tests: the program's and the tests' processes
+STDIO_BOOT = Path(__file__).with_name("code_stdio.py")  # stdin/stdout programs
 
-def main():
-    write, read, exit_now, compile_, exec_, enumerate_, range_ = os.write, os.read, os._exit, compile, exec, enumerate, range
-    sys_modules = sys.modules
-    settrace, setprofile, gc_callbacks, gc_disable = sys.settrace, sys.setprofile, gc.callbacks, gc.disable
-    setitimer, sigmask, all_signals = signal.setitimer, signal.pthread_sigmask, signal.valid_signals()
-    monitoring = getattr(sys, "monitoring", None)  # Python 3.12+
-    with open("spec.json", encoding="utf-8") as f:
-        spec = json.load(f)
-    pristine_builtins = dict(builtins.__dict__)
-    test_ns = {"__name__": "__tests__", "__builtins__": pristine_builtins}
-    program_ns = {"__name__": "__solution__", "__builtins__": builtins}
-    passed = 0
-    try:
-        for source in spec["setup"]:
-            exec_(compile_(source, "<setup>", "exec", dont_inherit=True, optimize=0), test_ns)
-        for name in spec["modules"]:  # what the tests import, genuine, before the program can fake it
-            try:
-                __import__(name)
-            except Exception:
-                pass
-        modules = dict(sys_modules)
-        exec_(compile_(spec["program"], "<solution>", "exec", dont_inherit=True, optimize=0), program_ns)
-        for name, value in program_ns.items():
-            if name == spec["entry_point"] or not (name in test_ns or name in pristine_builtins or name.startswith("__")):
-                test_ns[name] = value
-        for name, module in modules.items():
-            sys_modules[name] = module
-        for i, source in enumerate_(spec["tests"]):
-            exec_(compile_(source, f"<test {i}>", "exec", dont_inherit=True, optimize=0), test_ns)
-            passed += 1
-    except BaseException as exc:
-        write(2, f"harness: {passed} test(s) passed, then {type(exc).__name__}\n".encode(errors="replace"))
-        exit_now(1)
-    settrace(None)
-    setprofile(None)
-    del gc_callbacks[:]
-    gc_disable()
-    for timer in (signal.ITIMER_REAL, signal.ITIMER_VIRTUAL, signal.ITIMER_PROF):
-        setitimer(timer, 0)
-    sigmask(signal.SIG_BLOCK, all_signals)
-    if monitoring is not None:
-        for tool in range_(6):
-            for event in range_(32):
-                try:
-                    monitoring.register_callback(tool, 1 << event, None)
-                except Exception:
-                    pass
-    write(3, b"done %d\n" % passed)
-    nonce = b""
-    while not nonce.endswith(b"\n"):
-        chunk = read(4, 64)
-        if not chunk:
-            exit_now(1)
-        nonce += chunk
-    write(3, b"verdict " + nonce)
-    exit_now(0)
 
-main()
-'''
+@functools.cache
+def harness_source(role: str) -> str:
+    """The sandbox's ``main.py`` for ``role`` of :mod:`train.rewards.code_harness`: that file plus its call."""
+    return f"{HARNESS.read_text(encoding='utf-8')}\n\nmain({role!r})\n"
 
-# stdin/stdout programs run as __main__; -S leaves out site's exit() and quit(), which they use.
-_STDIO_BOOT = r'''
-import builtins, sys
-builtins.exit = builtins.quit = sys.exit
-with open("solution.py", encoding="utf-8") as f:
-    source = f.read()
-namespace = {"__name__": "__main__", "__file__": "solution.py", "__builtins__": builtins}
-exec(compile(source, "solution.py", "exec", dont_inherit=True), namespace)
-'''
+
+@functools.cache
+def _stdio_boot() -> str:
+    return STDIO_BOOT.read_text(encoding="utf-8")
 
 
 def passes(program: str, tests: CodeTests, limits: Limits = DEFAULT_LIMITS) -> bool:
@@ -213,25 +194,31 @@ def passes(program: str, tests: CodeTests, limits: Limits = DEFAULT_LIMITS) -> b
 
 def _passes_case(program: str, stdin: str, expected: str, limits: Limits) -> bool:
     max_output = max(limits.max_output_bytes, 2 * len(expected))
-    result = run_program(_STDIO_BOOT, files={"solution.py": program}, stdin=stdin, timeout_s=limits.timeout_s,
+    result = run_program(_stdio_boot(), files={"solution.py": program}, stdin=stdin, timeout_s=limits.timeout_s,
                          memory_mb=limits.memory_mb, max_output_bytes=max_output, packages=limits.packages)  # fmt: skip
     return result.status == "ok" and normalise_output(result.stdout) == normalise_output(expected)
 
 
+def run_function_tests(program: str, tests: FunctionTests, limits: Limits = DEFAULT_LIMITS) -> LinkedResult:
+    """The sandbox run of ``tests`` (caller) against ``program`` (callee); :func:`passed_all` judges it."""
+    spec = {"setup": list(tests.setup), "tests": list(tests.tests), "entry_point": tests.entry_point,
+            "packages": list(limits.packages)}  # fmt: skip
+    return run_linked(
+        Program(harness_source("tests"), {"spec.json": json.dumps(spec)}),
+        Program(harness_source("solution"), {"solution.py": tests.prelude + program}),
+        control=True, timeout_s=limits.timeout_s, memory_mb=limits.memory_mb,
+        max_output_bytes=limits.max_output_bytes, packages=limits.packages,
+    )  # fmt: skip
+
+
+def passed_all(run: LinkedResult, tests: FunctionTests) -> bool:
+    """The verdict: the tests' process exited 0 after saying exactly ``passed <number of tests>``."""
+    tests_process = run.caller
+    return tests_process.status == "ok" and tests_process.returncode == 0 and tests_process.control == (b"passed %d" % len(tests.tests),)
+
+
 def _passes_function_tests(program: str, tests: FunctionTests, limits: Limits) -> bool:
-    nonce = secrets.token_hex(16).encode()
-    replies = [nonce + b"\n"]
-
-    def answer(line: bytes) -> bytes | None:  # the nonce, once, and only for "done"
-        return replies.pop() if line.startswith(b"done") and replies else None
-
-    spec = {"program": tests.prelude + program, "setup": list(tests.setup), "tests": list(tests.tests), "entry_point": tests.entry_point,
-            "modules": imported_modules([*tests.setup, *tests.tests])}  # fmt: skip
-    result = run_program(HARNESS, files={"spec.json": json.dumps(spec)}, control=answer, timeout_s=limits.timeout_s,
-                         memory_mb=limits.memory_mb, max_output_bytes=limits.max_output_bytes,
-                         packages=limits.packages)  # fmt: skip
-    expected = (b"done %d" % len(tests.tests), b"verdict " + nonce)
-    return result.status == "ok" and result.returncode == 0 and result.control == expected
+    return passed_all(run_function_tests(program, tests, limits), tests)
 
 
 def parse_tests(sample: dict[str, Any]) -> CodeTests | None:
@@ -278,7 +265,7 @@ LIVECODEBENCH_PRELUDE = "".join(
 
 
 def functional_tests(fn_name: str, cases: Sequence[dict[str, Any]]) -> FunctionTests:
-    r"""LiveCodeBench's functional (LeetCode) cases as harness tests, graded as lcb_runner does: the
+    r"""LiveCodeBench's functional (LeetCode) cases as function tests, graded as lcb_runner does: the
     method ``fn_name`` of ``Solution()`` (or a plain function of that name) is called with one JSON
     value per input line; a tuple result counts as a list; it must equal the JSON output.
 
@@ -292,26 +279,6 @@ def functional_tests(fn_name: str, cases: Sequence[dict[str, Any]]) -> FunctionT
         for case in cases
     )
     return FunctionTests(("import json",), tests, fn_name, prelude=LIVECODEBENCH_PRELUDE)
-
-
-def imported_modules(sources: Sequence[str]) -> list[str]:
-    """The absolute imports anywhere in ``sources`` (unparsable ones contribute nothing).
-
-    >>> imported_modules(["import math\\ndef check(c):\\n    from os.path import join\\n    import a.b as c", "x = ("])
-    ['math', 'os.path', 'a.b']
-    """
-    names: list[str] = []
-    for source in sources:
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names += [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.append(node.module)
-    return list(dict.fromkeys(names))
 
 
 def mbpp_entry_point(tests: Sequence[str]) -> str | None:

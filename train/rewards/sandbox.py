@@ -1,4 +1,5 @@
-"""Run untrusted Python source in a separate, confined process: :func:`run_program`.
+"""Run untrusted Python source in a separate, confined process (:func:`run_program`), or two such
+processes linked by a pair of pipes (:func:`run_linked`).
 
 Threat model
 ------------
@@ -56,9 +57,21 @@ no separate uid either (RLIMIT_NPROC=0 still stops new processes). Resource limi
 environment and no-new-privileges never fall back.
 
 Trust boundary: the parent and the launcher are trusted; everything after the launcher's exec is
-not. The program talks to the parent only through stdout/stderr, its exit status and, when asked
-for (``control=``), a line channel: it writes lines to fd :data:`CONTROL_OUT_FD`, and the parent's
-replies arrive on fd :data:`CONTROL_IN_FD` (the code verifier's handshake).
+not. A program talks to the parent only through stdout/stderr, its exit status and, when asked for
+(``control=True``), lines it writes to fd :data:`CONTROL_FD` (the code verifier's verdict).
+
+Two programs at once (:func:`run_linked`): a *caller* and a *callee*, each confined as above with
+its own fresh uid (the two always differ), its own namespaces and its own private working folder
+holding only its own files. They share one thing, the link: two pipes, on which each program
+writes to fd :data:`LINK_OUT_FD` what the other reads on fd :data:`LINK_IN_FD`. The parent closes
+its copies of the link once both have started, so when one program dies the other reads EOF. Only
+the caller gets the control channel, and the run lasts as long as the caller: when it ends, the
+parent kills the callee (status ``stopped``). Being another uid, neither can signal or trace the
+other nor open the other's ``/proc/<pid>/`` ``environ``, ``mem``, ``fd``, ``cwd`` or ``root`` (the
+kernel's ptrace access check), nor see its files (another mount namespace). A callee that floods
+its output is killed alone, so the caller reads EOF; a caller that floods ends the run. (The code
+verifier runs the candidate program as the callee and the tests as the caller,
+:mod:`train.rewards.code_harness`; ``tests/test_sandbox.py`` attacks the link's properties.)
 """
 
 from __future__ import annotations
@@ -77,20 +90,23 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
-CONTROL_OUT_FD, CONTROL_IN_FD = 3, 4  # the program writes lines to 3 and reads replies from 4
+CONTROL_FD = 3  # with control=True, the program writes report lines here
+LINK_OUT_FD, LINK_IN_FD = 5, 6  # linked programs write to 5 what the other reads on 6
 LAUNCHER = Path(__file__).with_name("sandbox_launcher.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _SYSTEM_FOLDERS = {"/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/opt", "/proc", "/sbin", "/sys", "/usr", "/var"}
 _MAX_CONTROL_LINES, _MAX_CONTROL_LINE_BYTES = 16, 4096
 _READ_CHUNK = 1 << 16
 
-Status = Literal["ok", "error", "timeout", "output_limit", "sandbox_error"]
+# ok = exit 0; error = other exit; timeout = wall or CPU limit; output_limit; stopped = a callee
+# still running when its caller ended; sandbox_error = set-up failed
+Status = Literal["ok", "error", "timeout", "output_limit", "stopped", "sandbox_error"]
 
 
 @dataclass(frozen=True)
@@ -106,14 +122,40 @@ class Isolation:
 
 @dataclass(frozen=True)
 class SandboxResult:
-    status: Status  # ok = exit 0; error = other exit; timeout = wall or CPU limit; output_limit; sandbox_error = set-up failed
+    status: Status  # see Status
     stdout: str  # at most max_output_bytes of it (decoded with errors="replace")
     stderr: str  # likewise; for sandbox_error, the reason
     returncode: int | None  # exit code, -N for signal N, None when the launcher never reported
     wall_s: float  # from start to end, set-up included
     truncated: bool  # stdout or stderr went past max_output_bytes
-    control: tuple[bytes, ...]  # lines the program wrote to CONTROL_OUT_FD, without the newline
+    control: tuple[bytes, ...]  # lines the program wrote to CONTROL_FD, without the newline
     isolation: Isolation | None  # None when the launcher did not report
+
+
+@dataclass(frozen=True)
+class Program:
+    """One program of :func:`run_linked`."""
+
+    source: str  # run as main.py
+    files: Mapping[str, str] = field(default_factory=dict)  # more files beside main.py (plain name -> text), read-only
+    stdin: str = ""
+
+
+@dataclass(frozen=True)
+class LinkedResult:
+    caller: SandboxResult  # the program holding the control channel; its end ends the run
+    callee: SandboxResult  # stopped when the caller ends, if still running
+
+
+@dataclass(frozen=True)
+class _Limits:
+    timeout_s: float
+    memory_mb: int
+    cpu_s: float
+    max_output_bytes: int
+    disk_mb: int
+    python: str
+    packages: tuple[str, ...]
 
 
 def default_hidden_folders() -> list[str]:
@@ -162,8 +204,8 @@ def run_program(
     cpu_s: float | None = None,
     max_output_bytes: int = 1 << 20,
     disk_mb: int = 16,
-    files: dict[str, str] | None = None,
-    control: Callable[[bytes], bytes | None] | None = None,
+    files: Mapping[str, str] | None = None,
+    control: bool = False,
     python: str | None = None,
     uid: int | None = None,
     packages: Sequence[str] = (),
@@ -171,73 +213,182 @@ def run_program(
     """Run ``source`` as ``main.py`` under the limits above; never raises for the program's sake.
 
     ``cpu_s`` defaults to ``timeout_s``. ``files`` are extra files (name -> text) placed next to
-    ``main.py``, read-only. ``control``, when given, opens the line channel: each line the program
-    writes to fd 3 is passed to it, and its reply, if any, is written to the program's fd 4.
-    ``python`` defaults to the interpreter running the trainer (its real path, not a virtualenv's),
-    ``uid`` to a fresh random one (the same number is the gid). ``packages`` names installed
-    top-level packages of the trainer's environment the program may import (read-only; see
-    :func:`shared_package_folders`).
+    ``main.py``, read-only. ``control=True`` opens the control channel: the lines the program
+    writes to fd :data:`CONTROL_FD` arrive in :attr:`SandboxResult.control`. ``python`` defaults to
+    the interpreter running the trainer (its real path, not a virtualenv's), ``uid`` to a fresh
+    random one (the same number is the gid). ``packages`` names installed top-level packages of the
+    trainer's environment the program may import (read-only; see :func:`shared_package_folders`).
 
     >>> run_program("print(input()[::-1])", stdin="olleh", timeout_s=10, memory_mb=256).stdout
     'hello\\n'
     """
+    limits = _limits(timeout_s, memory_mb, cpu_s, max_output_bytes, disk_mb, python, packages)
+    plan = _Plan(Program(source, dict(files or {}), stdin), uid if uid is not None else _fresh_uids(1)[0], control)
+    return _run([plan], limits, link=False)[0]
+
+
+def run_linked(
+    caller: Program,
+    callee: Program,
+    *,
+    timeout_s: float,
+    memory_mb: int,
+    cpu_s: float | None = None,
+    max_output_bytes: int = 1 << 20,
+    disk_mb: int = 16,
+    control: bool = False,
+    python: str | None = None,
+    packages: Sequence[str] = (),
+) -> LinkedResult:
+    """Run two programs at once, linked by pipes (see the module docstring), each under the limits
+    of :func:`run_program` (the wall clock counts for both together; CPU, memory, disk and output
+    for each). ``control`` is the caller's; each gets its own fresh uid.
+
+    >>> echo = Program("import os\\nos.write(5, os.read(6, 100).upper())")
+    >>> ask = Program("import os\\nos.write(5, b'hello')\\nprint(os.read(6, 100).decode())")
+    >>> run_linked(ask, echo, timeout_s=10, memory_mb=256).caller.stdout
+    'HELLO\\n'
+    """
+    limits = _limits(timeout_s, memory_mb, cpu_s, max_output_bytes, disk_mb, python, packages)
+    caller_uid, callee_uid = _fresh_uids(2)
+    results = _run([_Plan(caller, caller_uid, control), _Plan(callee, callee_uid, False)], limits, link=True)
+    return LinkedResult(*results)
+
+
+def _limits(timeout_s: float, memory_mb: int, cpu_s: float | None, max_output_bytes: int, disk_mb: int,
+            python: str | None, packages: Sequence[str]) -> _Limits:  # fmt: skip
+    cpu = cpu_s if cpu_s is not None else timeout_s
+    return _Limits(timeout_s, memory_mb, cpu, max_output_bytes, disk_mb, python or os.path.realpath(sys.executable), tuple(packages))
+
+
+def _fresh_uids(count: int) -> list[int]:
+    """Distinct random uids with no passwd entry, shared by no one (each is also the gid)."""
+    uids: list[int] = []
+    while len(uids) < count:
+        uid = (1 << 30) + secrets.randbelow(1 << 29)
+        if uid not in uids:
+            uids.append(uid)
+    return uids
+
+
+@dataclass(frozen=True)
+class _Plan:
+    program: Program
+    uid: int
+    control: bool
+
+
+def _run(plans: list[_Plan], limits: _Limits, link: bool) -> list[SandboxResult]:
+    """Start each plan's launcher (the first one leads: its end ends the run), pump, report."""
     start = time.monotonic()
-    python = python or os.path.realpath(sys.executable)
-    read_only, import_paths = shared_package_folders(packages)
-    if import_paths:  # -I -S leaves site-packages off sys.path; trusted code, before the source's first line
-        source = f"import sys; sys.path[:0] = {import_paths!r}\n{source}"
-    uid = uid if uid is not None else (1 << 30) + secrets.randbelow(1 << 29)  # no passwd entry, shared by no one
-    run_dir: str | None = None
-    pipes: list[int] = []
-    proc: subprocess.Popen[bytes] | None = None
+    runs: list[_Run] = []
+    link_fds: list[int] = []
     try:
-        run_dir = tempfile.mkdtemp(prefix="rlvr-sandbox-")
-        inputs, stdin_path = _write_inputs(run_dir, {**(files or {}), "main.py": source}, stdin)
-        status_r, status_w = os.pipe()
-        pipes += [status_r, status_w]
-        control_out_r = control_out_w = control_in_r = control_in_w = None
-        if control is not None:
-            control_out_r, control_out_w = os.pipe()  # program -> parent
-            control_in_r, control_in_w = os.pipe()  # parent -> program
-            pipes += [control_out_r, control_out_w, control_in_r, control_in_w]
-            os.set_blocking(control_in_w, False)
-        child_fds = [fd for fd in (status_w, control_out_w, control_in_r) if fd is not None]
-        workdir = os.path.join(run_dir, "work")
+        ends: list[tuple[int, int] | None] = [None] * len(plans)
+        if link:
+            to_callee_r, to_callee_w = os.pipe()
+            to_caller_r, to_caller_w = os.pipe()
+            link_fds = [to_callee_r, to_callee_w, to_caller_r, to_caller_w]
+            ends = [(to_callee_w, to_caller_r), (to_caller_w, to_callee_r)]  # (LINK_OUT_FD, LINK_IN_FD) of each
+        for plan, end in zip(plans, ends):
+            runs.append(_Run())
+            runs[-1].start(plan, limits, end)
+        while link_fds:  # the programs hold the link now; a copy here would hide one's death from the other
+            os.close(link_fds.pop())
+        _pump(runs, start + limits.timeout_s, limits.max_output_bytes)
+        return [_result(run, start) for run in runs]
+    except Exception as exc:  # noqa: BLE001  the trainer never sees the program's trouble
+        logger.exception("sandbox failed")
+        failed = SandboxResult("sandbox_error", "", f"{type(exc).__name__}: {exc}", None, time.monotonic() - start, False, (), None)
+        return [failed] * len(plans)
+    finally:
+        for run in runs:
+            run.close()
+        for fd in link_fds:
+            os.close(fd)
+
+
+@dataclass
+class _Streams:
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    status: bytearray = field(default_factory=bytearray)
+    control: list[bytes] = field(default_factory=list)
+    pending_control: bytearray = field(default_factory=bytearray)
+    killed_for: Status | None = None  # timeout, output_limit or stopped, when the parent ended the program
+
+
+class _Run:
+    """One launcher process and what the parent holds for it: its folder, its pipes, its output."""
+
+    def __init__(self) -> None:
+        self.run_dir: str | None = None
+        self.parent_fds: list[int] = []  # closed by close()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.status_fd = -1
+        self.control_fd: int | None = None
+        self.streams = _Streams()
+
+    def _pipe(self) -> tuple[int, int]:
+        read_end, write_end = os.pipe()
+        self.parent_fds += [read_end, write_end]
+        return read_end, write_end
+
+    def start(self, plan: _Plan, limits: _Limits, link: tuple[int, int] | None) -> None:
+        self.run_dir = tempfile.mkdtemp(prefix="rlvr-sandbox-")
+        read_only, import_paths = shared_package_folders(limits.packages)
+        source = plan.program.source
+        if import_paths:  # -I -S leaves site-packages off sys.path; trusted code, before the source's first line
+            source = f"import sys; sys.path[:0] = {import_paths!r}\n{source}"
+        inputs, stdin_path = _write_inputs(self.run_dir, {**plan.program.files, "main.py": source}, plan.program.stdin)
+        self.status_fd, status_w = self._pipe()
+        child_fds: dict[int, int] = {}  # fd number in the program -> the parent's fd it becomes
+        if plan.control:
+            self.control_fd, child_fds[CONTROL_FD] = self._pipe()
+        if link is not None:
+            child_fds[LINK_OUT_FD], child_fds[LINK_IN_FD] = link
+        workdir = os.path.join(self.run_dir, "work")
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}  # BLAS must not start threads: it cannot
         spec = {
             "inputs": inputs, "workdir": workdir, "hide": default_hidden_folders(),
-            "python": python, "read_only": [os.path.dirname(os.path.dirname(python)), *read_only],
-            "uid": uid, "gid": uid, "memory_mb": memory_mb, "cpu_s": cpu_s if cpu_s is not None else timeout_s,
-            "disk_mb": disk_mb, "status_fd": status_w, "control_fds": child_fds[1:], "env": env,
+            "python": limits.python, "read_only": [os.path.dirname(os.path.dirname(limits.python)), *read_only],
+            "uid": plan.uid, "gid": plan.uid, "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s,
+            "disk_mb": limits.disk_mb, "status_fd": status_w, "fds": [[target, fd] for target, fd in child_fds.items()],
+            "env": env,
         }  # fmt: skip
         with open(stdin_path, "rb") as stdin_file:
-            proc = subprocess.Popen(
-                [python, "-I", "-S", str(LAUNCHER), json.dumps(spec)],
-                stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=child_fds,
-                env=env, cwd="/", start_new_session=True,
+            self.proc = subprocess.Popen(
+                [limits.python, "-I", "-S", str(LAUNCHER), json.dumps(spec)],
+                stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=[status_w, *child_fds.values()], env=env, cwd="/", start_new_session=True,
             )  # fmt: skip
-        for fd in child_fds:  # the child holds these now; keeping them would hide its EOF
-            os.close(fd)
-            pipes.remove(fd)
-        streams = _pump(proc, status_r, control_out_r, control_in_w, start + timeout_s, max_output_bytes, control)
-        return _result(proc, streams, start)
-    except Exception as exc:  # noqa: BLE001  the trainer never sees the program's trouble
-        logger.exception("sandbox failed")
-        return SandboxResult("sandbox_error", "", f"{type(exc).__name__}: {exc}", None, time.monotonic() - start, False, (), None)
-    finally:
-        if proc is not None:
-            _kill(proc)
-            for stream in (proc.stdout, proc.stderr):
+        for fd in [status_w, *child_fds.values()]:  # the child holds these now; keeping them would hide its EOF
+            if fd in self.parent_fds:  # the link's ends belong to _run
+                self.parent_fds.remove(fd)
+                os.close(fd)
+
+    def readable(self) -> list[tuple[int, str]]:
+        assert self.proc is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        fds = [(self.proc.stdout.fileno(), "stdout"), (self.proc.stderr.fileno(), "stderr"), (self.status_fd, "status")]
+        return fds + ([(self.control_fd, "control")] if self.control_fd is not None else [])
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            _kill(self.proc)
+            for stream in (self.proc.stdout, self.proc.stderr):
                 if stream is not None:
                     stream.close()
-        for fd in pipes:
-            os.close(fd)
-        if run_dir is not None:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        while self.parent_fds:
+            os.close(self.parent_fds.pop())
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def _write_inputs(run_dir: str, files: dict[str, str], stdin: str) -> tuple[str, str]:
+def _write_inputs(run_dir: str, files: Mapping[str, str], stdin: str) -> tuple[str, str]:
     """Write the program's files to ``run_dir/in`` (read by the launcher as root) and its stdin."""
     inputs = os.path.join(run_dir, "in")
     os.mkdir(inputs, 0o700)
@@ -250,73 +401,66 @@ def _write_inputs(run_dir: str, files: dict[str, str], stdin: str) -> tuple[str,
     return inputs, stdin_path
 
 
-@dataclass
-class _Streams:
-    stdout: bytearray
-    stderr: bytearray
-    status: bytearray
-    control: list[bytes]
-    killed_for: Status | None = None  # timeout or output_limit, when the parent ended the program
-
-
-def _pump(
-    proc: subprocess.Popen[bytes],
-    status_fd: int,
-    control_fd: int | None,
-    reply_fd: int | None,
-    deadline: float,
-    max_output_bytes: int,
-    control: Callable[[bytes], bytes | None] | None,
-) -> _Streams:
-    """Read everything the program writes, as it comes, until it exits, floods or runs out of time."""
-    assert proc.stdout is not None and proc.stderr is not None
-    streams = _Streams(bytearray(), bytearray(), bytearray(), [])
-    buffers = {proc.stdout.fileno(): streams.stdout, proc.stderr.fileno(): streams.stderr, status_fd: streams.status}
-    pending_line = bytearray()
+def _pump(runs: list[_Run], deadline: float, max_output_bytes: int) -> None:
+    """Read everything the programs write, as it comes, until the first (the lead) exits, floods or
+    runs out of time; then the others still running are marked stopped."""
+    lead = runs[0]
     with selectors.DefaultSelector() as selector:
-        for fd in [*buffers, *([control_fd] if control_fd is not None else [])]:
-            selector.register(fd, selectors.EVENT_READ)
-        while selector.get_map():
+        for run in runs:
+            for fd, kind in run.readable():
+                selector.register(fd, selectors.EVENT_READ, (run, kind))
+        while any(key.data[0] is lead for key in selector.get_map().values()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                streams.killed_for = "timeout"
-                return streams
+                for run in runs:
+                    if run.streams.killed_for is None and (run is lead or run.running()):
+                        run.streams.killed_for = "timeout"
+                return
             for key, _ in selector.select(remaining):
+                run, kind = key.data
+                if key.fd not in selector.get_map():  # unregistered earlier in this batch
+                    continue
                 chunk = os.read(key.fd, _READ_CHUNK)
                 if not chunk:
                     selector.unregister(key.fd)
-                elif key.fd == control_fd:
-                    pending_line += chunk
-                    _take_control_lines(pending_line, streams.control, control, reply_fd)
+                elif kind == "control":
+                    run.streams.pending_control += chunk
+                    _take_control_lines(run.streams)
                 else:
-                    buffer = buffers[key.fd]
+                    buffer = getattr(run.streams, kind)
                     buffer += chunk
                     if len(buffer) > max_output_bytes:
                         del buffer[max_output_bytes:]
-                        streams.killed_for = "output_limit"
-                        return streams
+                        run.streams.killed_for = "output_limit"
+                        if run is lead:
+                            return
+                        _stop(run, selector)  # alone: the lead reads EOF on the link and goes on
     try:
-        proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        assert lead.proc is not None
+        lead.proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
     except subprocess.TimeoutExpired:  # it closed its pipes but kept running
-        streams.killed_for = "timeout"
-    return streams
+        lead.streams.killed_for = "timeout"
+    for run in runs[1:]:
+        if run.streams.killed_for is None and run.running():
+            run.streams.killed_for = "stopped"
 
 
-def _take_control_lines(
-    pending: bytearray, lines: list[bytes], control: Callable[[bytes], bytes | None] | None, reply_fd: int | None
-) -> None:
-    """Move complete lines from ``pending`` to ``lines`` (a bounded number), answering each."""
-    while b"\n" in pending and len(lines) < _MAX_CONTROL_LINES:
+def _stop(run: _Run, selector: selectors.BaseSelector) -> None:
+    """Kill ``run`` and stop reading it."""
+    assert run.proc is not None
+    _kill(run.proc)
+    for fd in [key.fd for key in selector.get_map().values() if key.data[0] is run]:
+        selector.unregister(fd)
+
+
+def _take_control_lines(streams: _Streams) -> None:
+    """Move complete lines from the pending bytes to the control lines (a bounded number)."""
+    pending = streams.pending_control
+    while b"\n" in pending and len(streams.control) < _MAX_CONTROL_LINES:
         line, _, rest = bytes(pending).partition(b"\n")
         pending[:] = rest
-        lines.append(line)
-        reply = control(line) if control is not None else None
-        if reply and reply_fd is not None:
-            try:
-                os.write(reply_fd, reply)  # non-blocking: a program that does not read loses the reply
-            except (BlockingIOError, BrokenPipeError):
-                pass
-    if len(pending) > _MAX_CONTROL_LINE_BYTES or len(lines) >= _MAX_CONTROL_LINES:
+        streams.control.append(line)
+    if len(pending) > _MAX_CONTROL_LINE_BYTES or len(streams.control) >= _MAX_CONTROL_LINES:
         pending.clear()  # past the bounds a well-behaved program keeps to: ignored
 
 
@@ -330,10 +474,12 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _result(proc: subprocess.Popen[bytes], streams: _Streams, start: float) -> SandboxResult:
+def _result(run: _Run, start: float) -> SandboxResult:
+    assert run.proc is not None
+    streams = run.streams
     if streams.killed_for is not None:
-        _kill(proc)
-    returncode = proc.wait()
+        _kill(run.proc)
+    returncode = run.proc.wait()
     reports = [json.loads(line) for line in streams.status.decode(errors="replace").splitlines() if line.startswith("{")]
     isolation = _isolation(reports[0]) if reports else None
     error = next((r["error"] for r in reports if "error" in r), None)

@@ -13,8 +13,10 @@ order, it:
 4. writes the input files into ``workdir``, sets the resource limits, sets no-new-privileges,
    drops to the unprivileged ``uid``/``gid`` (no supplementary groups), and only then sets
    RLIMIT_NPROC=0 (set before the drop, the kernel would refuse the exec below);
-5. reports what it enforced as one JSON line on ``status_fd`` (close-on-exec, so the program
-   never holds it) and execs ``python -I -S main.py`` with a scrubbed environment.
+5. puts the descriptors the program is given (``fds``: the control channel, the link to another
+   program) at their numbers, reports what it enforced as one JSON line on ``status_fd``
+   (close-on-exec, so the program never holds it) and execs ``python -I -S main.py`` with a
+   scrubbed environment.
 
 Any failure before the exec is reported on ``status_fd`` and ends the launcher with exit code 127,
 so the program never runs half-confined.
@@ -105,8 +107,9 @@ def main(argv: list[str]) -> None:
     spec = json.loads(argv[1])
     parent = os.getppid()
     status_fd = fcntl.fcntl(spec["status_fd"], fcntl.F_DUPFD_CLOEXEC, 10)
-    control = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in spec["control_fds"]]
-    for fd in {spec["status_fd"], *spec["control_fds"]}:
+    # Out of the way (10 and up, close-on-exec) until the end, where each goes to its number.
+    passed = [(target, fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)) for target, fd in spec["fds"]]
+    for fd in {spec["status_fd"], *(fd for _, fd in spec["fds"])}:
         os.close(fd)
     report: dict[str, Any] = {"uid": None, "mounts": False, "network": False, "ipc": False, "fallbacks": []}
     try:
@@ -139,8 +142,8 @@ def main(argv: list[str]) -> None:
             raise RuntimeError("the trainer died during set-up")
         if not os.access(spec["python"], os.X_OK):
             raise PermissionError(f"{spec['python']} is not executable by uid {os.geteuid()}; pass python= one it can reach")
-        for wanted, fd in enumerate(control, start=3):  # CONTROL_OUT_FD = 3, CONTROL_IN_FD = 4
-            os.dup2(fd, wanted, inheritable=True)
+        for target, fd in passed:  # CONTROL_FD = 3, LINK_OUT_FD = 5, LINK_IN_FD = 6
+            os.dup2(fd, target, inheritable=True)
             os.close(fd)
     except BaseException as exc:  # noqa: BLE001  report anything, run nothing
         report["error"] = f"{type(exc).__name__}: {exc}"
