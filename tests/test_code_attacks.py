@@ -704,10 +704,11 @@ def test_the_programs_objects_work_through_handles() -> None:
     assert not _judge(wrong, tests)[0]
 
 
-def test_a_helper_the_program_defines_is_trusted_by_the_tests() -> None:
-    """Not defended, by the benchmark's design: HumanEval/38's test passes the expected string to
-    ``encode_cyclic``, a helper from the prompt, so the program's own version sees it. A program
-    that remembers it passes without decoding anything. (This pins the docstring's claim.)"""
+def test_helpers_come_from_the_dataset_not_the_program() -> None:
+    """HumanEval/38's test passes the expected string to ``encode_cyclic``, a helper from the prompt.
+    Taken from the program, the helper sees it, and a program that remembers it passes without
+    decoding anything; with the prompt as ``test_setup`` (the HumanEval presets), the tests call the
+    dataset's own helper and the remembering program fails, while an honest one passes."""
     test = (
         "def check(candidate):\n    for word in ['abcdef', 'hello world', 'xyz']:\n"
         "        assert candidate(encode_cyclic(word)) == word\n"
@@ -718,4 +719,9 @@ def test_a_helper_the_program_defines_is_trusted_by_the_tests() -> None:
     )
     tests = parse_tests({"test": test, "entry_point": "decode_cyclic"})
     assert isinstance(tests, FunctionTests)
-    assert _judge(remembering, tests)[0]
+    assert _judge(remembering, tests)[0]  # the program's helper, trusted
+    prompt = 'def encode_cyclic(s):\n    return s[::-1]\ndef decode_cyclic(s):\n    """Undo encode_cyclic."""\n'
+    guarded = parse_tests({"test": test, "entry_point": "decode_cyclic", "test_setup": prompt})
+    assert not _judge(remembering, guarded)[0]
+    honest = "def encode_cyclic(s):\n    return 'garbage'\ndef decode_cyclic(s):\n    return s[::-1]\n"
+    assert _judge(honest, guarded)[0]  # its own (wrong) helper is never called

@@ -101,7 +101,7 @@ def test_every_humaneval_solution_passes_and_another_problems_fails() -> None:
     for i, problem in enumerate(problems):
         other = problems[(i + 1) % len(problems)]  # a real solution, of another problem, under the tested name
         wrong.append(f"```python\n{other['prompt']}{other['canonical_solution']}\n{problem['entry_point']} = {other['entry_point']}\n```")
-    tests = [parse_tests({"test": p["test"], "entry_point": p["entry_point"]}) for p in problems] * 2
+    tests = [parse_tests({"test": p["test"], "entry_point": p["entry_point"], "test_setup": p["prompt"]}) for p in problems] * 2
     rewards = score(right + wrong, tests, limits=Limits(timeout_s=60.0))  # generous: correctness is under test, not speed
     failing = [p["task_id"] for p, r in zip(problems, rewards) if r != 1.0]
     accepting = [p["task_id"] for p, r in zip(problems, rewards[len(problems) :]) if r != 0.0]

@@ -11,7 +11,8 @@ Test formats, chosen per sample by the dataset columns it has (the first one pre
   ``"testtype": "functional"``; each case calls ``Solution().<fn_name>`` (:func:`functional_tests`).
 - MBPP+ style: ``test_script``, a script of asserts (EvalPlus's ``test``), ``test_imports`` first.
 - MBPP style: ``test_list``, assert statements, with the optional ``test_imports`` run first.
-- HumanEval style: ``test`` defines ``check(candidate)``, called with the function ``entry_point``.
+- HumanEval style: ``test`` defines ``check(candidate)``, called with the function ``entry_point``;
+  ``test_setup`` (the prompt: imports and the helpers the tests call) runs first, as trusted code.
 
 In the function formats (all but stdin/stdout) the program runs as module ``__solution__``, so its
 ``if __name__ == "__main__":`` block (examples, ``input()``) does not run; it must define the tested
@@ -65,11 +66,15 @@ This needs the sandbox's full isolation (root: fresh uids and namespaces). Under
 (logged once each, see :mod:`train.rewards.sandbox`) the two processes share the trainer's uid,
 and the program could read or trace the tests' process: the verdict is then not protected.
 
-Not defended: what the tests themselves hand to the program or take from it. Tests that call
-helpers the program defines trust the program's answer: HumanEval/32 checks ``find_zero`` with the
-prompt's ``poly``, and HumanEval/38 and /50 pass the expected string to ``encode_cyclic`` /
-``encode_shift``, all defined by the program (the prompt is part of it), so a program can
-remember it (``tests/test_code_attacks.py`` pins this). The program sees each call's arguments
+Helpers the tests call come from the dataset, not from the program, when the ``test_setup``
+column carries them: HumanEval/32 checks ``find_zero`` with the prompt's ``poly``, and HumanEval/38
+and /50 pass the expected string to ``encode_cyclic`` / ``encode_shift``. The HumanEval presets map
+``test_setup`` to the row's prompt, which runs in the tests' namespace before the program's names
+arrive, and a name it defines is never taken from the program (the entry point aside). Without
+that column the program's own helpers would be trusted, and one that remembers the string it was
+handed would pass (``tests/test_code_attacks.py`` checks both).
+
+Not defended: what the tests themselves hand to the program or take from it. The program sees each call's arguments
 (not the expected values, which stay in the tests). A test whose assertion accepts any truthy
 value accepts a handle. A module the program holds becomes the tests' own import of the module of
 that name (standard library or shared packages only), so, as in one process, the program chooses
@@ -245,7 +250,8 @@ def parse_tests(sample: dict[str, Any]) -> CodeTests | None:
         setup, tests = tuple(sample.get("test_imports") or ()), tuple(sample["test_list"])
         return FunctionTests(setup, tests, mbpp_entry_point(tests))
     if sample.get("test") is not None and sample.get("entry_point"):
-        return FunctionTests((), (sample["test"], f"check({sample['entry_point']})"), sample["entry_point"])
+        setup = (sample["test_setup"],) if sample.get("test_setup") else ()  # the prompt's helpers, trusted
+        return FunctionTests(setup, (sample["test"], f"check({sample['entry_point']})"), sample["entry_point"])
     return None
 
 
@@ -298,7 +304,7 @@ def mbpp_entry_point(tests: Sequence[str]) -> str | None:
     return next((name for name in called if not hasattr(builtins, name)), called[0] if called else None)
 
 
-_COLUMNS = ("tests", "private_tests", "fn_name", "test_script", "test_list", "test", "entry_point", "test_imports")
+_COLUMNS = ("tests", "private_tests", "fn_name", "test_script", "test_list", "test", "entry_point", "test_imports", "test_setup")
 
 
 def code_reward(prompts: list[str], completions: list[str], **columns: Any) -> list[float | None]:
