@@ -96,6 +96,9 @@ def test_math500_from_a_local_file_scores_the_reference_solutions():
     assert scored_gold(test[:6], [r["solution"] for r in raw[:6]], cfg) == [1.0] * 6
     with pytest.raises(ValueError, match=r"no train split \(task.train_split=null\)"):
         load_task(cfg.task, "train")
+    # the preset tags each problem with its level and subject, for the per-subset breakdowns
+    assert all(p.metadata["tags"] == {"level": str(r["level"]), "subject": r["subject"]} for p, r in zip(test, raw))
+    assert {p.metadata["tags"]["level"] for p in test} == {"1", "2", "3", "4", "5"}
 
 
 def test_mbpp_carries_its_tests_to_the_code_verifier():

@@ -112,6 +112,7 @@ class TaskConfig:
     columns: list[str] = field(default_factory=list)  # fields passed to the verifier by name (e.g. test_list)
     column_fields: dict[str, str] = field(default_factory=dict)  # column -> field it comes from, when named otherwise
     column_decoders: dict[str, str] = field(default_factory=dict)  # column -> decoder of an encoded field (json, ...)
+    tag_fields: list[str] = field(default_factory=list)  # fields that tag problems (level, subject): pass@k is also broken down by each
     template: str = "plain"  # prompt template (train.tasks.templates.TEMPLATES): plain, boxed, r1, code
     chat: bool = False  # wrap prompts in the tokenizer's chat template (instruct models); false for base models
     # longest prompt in tokens (templated, chat-wrapped as fed); null = the model's context length minus the

@@ -231,7 +231,8 @@ def to_problem(
         )
     answer = extract(as_text(field_of(row, cfg.answer_field, "answer_field"))) if cfg.answer_field else ""
     problem_id = str(field_of(row, cfg.id_field, "id_field")) if cfg.id_field else str(index)
-    return Problem(id=problem_id, prompt=template(text, columns), answer=answer, metadata=columns)
+    tags = {name: str(field_of(row, name, f"tag_fields ({name})")) for name in cfg.tag_fields}
+    return Problem(id=problem_id, prompt=template(text, columns), answer=answer, metadata={**columns, "tags": tags})
 
 
 def field_of(row: Mapping[str, Any], path: str, option: str) -> Any:
@@ -242,7 +243,7 @@ def field_of(row: Mapping[str, Any], path: str, option: str) -> Any:
     >>> field_of({"question": "q", "answer": "a"}, "problem", "prompt_field")
     Traceback (most recent call last):
     ...
-    ValueError: task.prompt_field: the rows have no field 'problem'; available fields: answer, question
+    train.errors.DataError: task.prompt_field: the rows have no field 'problem'; available fields: answer, question
     """
     value: Any = row
     for part in path.split("."):
