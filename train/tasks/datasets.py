@@ -232,7 +232,7 @@ def to_problem(
     answer = extract(as_text(field_of(row, cfg.answer_field, "answer_field"))) if cfg.answer_field else ""
     problem_id = str(field_of(row, cfg.id_field, "id_field")) if cfg.id_field else str(index)
     tags = {name: str(field_of(row, name, f"tag_fields ({name})")) for name in cfg.tag_fields}
-    return Problem(id=problem_id, prompt=template(text, columns), answer=answer, metadata={**columns, "tags": tags})
+    return Problem(id=problem_id, prompt=template(text, columns), answer=answer, metadata={**columns, "tags": tags} if tags else columns)
 
 
 def field_of(row: Mapping[str, Any], path: str, option: str) -> Any:
