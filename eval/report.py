@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from eval.compare import load_comparison
 from eval.figures import plot_perplexity
-from eval.summarize import load_summary, table_ks
+from eval.summarize import ci_words, load_summary, problem_scale, table_ks
 
 REPORT = "report.md"
 
@@ -233,13 +233,11 @@ def _step(c: dict) -> str:
 
 
 def _scale_sentence(summary: dict) -> str:
-    count = summary["num_problems"]
-    return f"{count} problems; one problem = {100 / count:.3g} points. Figures in %, [lo, hi] beside each."
+    return f"{problem_scale(summary)}. Figures in %, [lo, hi] beside each."
 
 
 def _ci_sentence(summary: dict) -> str:
-    return (f"Intervals: {100 * summary['ci_level']:g}% percentile bootstrap over problems, paired across models "
-            f"({summary['bootstrap_resamples']} resamples, seed {summary['bootstrap_seed']}).")  # fmt: skip
+    return f"Intervals: {ci_words(summary)}, percentile, paired across models."
 
 
 def _figure(where: str, png: str, alt: str) -> str:
