@@ -29,8 +29,18 @@ class CriticConfig:
 
 
 @dataclass
+class DistillConfig:
+    """The teacher ``algorithm=distill`` learns from (train/distill.py)."""
+
+    path: Optional[str] = None  # null = the task's stronger built-in teacher; else a .jsonl/.parquet of prompt/completion pairs from any model
+    prompt_field: str = "prompt"  # the file's field holding a prompt (fed as the task's prompts are: task.chat wraps it)
+    completion_field: str = "completion"  # the file's field holding the teacher's completion (trained on, then EOS)
+
+
+@dataclass
 class AlgorithmConfig:
     name: str = "grpo"  # label used in run names, logs and comparison tables
+    trainer: str = "rl"  # what trains the policy (train.trainers.TRAINERS): rl (rollouts, rewards, advantages) or distill (SFT on a teacher's traces)
     advantage: str = "grpo"  # advantage estimator (algorithms.ESTIMATORS)
     norm_by_std: bool = True  # divide group-relative advantages by the group std (False = Dr.GRPO)
     samples_per_prompt: int = 8  # group size G: more samples, better baselines, costlier steps
@@ -52,6 +62,7 @@ class AlgorithmConfig:
     overlong_buffer: int = 0  # soft length penalty over the last N tokens before the cap (DAPO); 0 = off
     overlong_penalty: float = 1.0  # penalty at the length cap when overlong_buffer > 0
     critic: CriticConfig = field(default_factory=CriticConfig)  # PPO's value model
+    distill: DistillConfig = field(default_factory=DistillConfig)  # the teacher when trainer=distill
 
 
 @dataclass
@@ -120,6 +131,11 @@ class TaskConfig:
     max_digits: int = 4  # largest operand length: longer means more steps, harder problems
     slip_rate: float = 0.3  # mean teacher slip probability per step (noise the base inherits)
     slip_concentration: float = 2.0  # per-fact slip spread: low = some facts almost always wrong (hard problems), high = uniform noise
+    # The routes task (loader=routes; train/tasks/routes.py). Its route L slips use slip_rate / slip_concentration.
+    route_r_share: float = 0.25  # teacher's share of right-to-left traces: the route that is right on class H
+    route_r_slip: float = 0.35  # route R's slip chance per step: higher makes R pay less, so RL prunes it sooner
+    gap_total: Optional[int] = 14  # column total the weak teacher never writes (one less instead); null = no gap
+    test_h_share: float = 0.5  # share of class H in the test split (natural ~8%): enough H problems to measure
 
 
 @dataclass
@@ -284,6 +300,11 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
     if trainer.keep_train_states < 0:
         raise ConfigError(f"trainer.keep_train_states={trainer.keep_train_states} must be >= 0 (0 keeps every one)")
     _check_lora(cfg.model.lora)
+    from train.trainers import TRAINERS  # late: the training loops import this module
+
+    if algo.trainer not in TRAINERS:
+        raise ConfigError(f"algorithm.trainer={algo.trainer!r} is unknown; choose one of: {', '.join(TRAINERS.names())}")
+    TRAINERS[algo.trainer].check(cfg)
     if trainer.save_every < 1:
         raise ConfigError(f"trainer.save_every={trainer.save_every} must be >= 1")
     return BatchPlan(
