@@ -24,7 +24,7 @@ from train.checkpoint import latest_checkpoint, list_checkpoints, load_training_
 from train.config import ConfigError, RunConfig, check, register_configs
 from train.critic import PolicyWithCritic, load_critic, policy_context, policy_of
 from train.distributed import build_accelerator, keep_grad_norm, world_size_from_env
-from train.loop import Trainer, train
+from train.loop import Trainer
 from train.lora import AdaptersOff, is_lora, with_lora
 from train.models import load_model, load_tokenizer, resolve_base
 from train.rewards import WeightedRewards
@@ -33,6 +33,7 @@ from train.rollout.hf import HFEngine
 from train.tasks import load_task
 from train.tasks.templates import chat_problems
 from train.tracking import Tracker, truncate_metrics, write_run_info
+from train.trainers import TRAINERS
 
 register_configs()
 
@@ -91,7 +92,7 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
         scheduler=scheduler, engine=engine, rewards_of=WeightedRewards.of_task(cfg.task), problems=problems,
         tracker=tracker, run_dir=run_dir, run_config=resolved, ref_model=ref_model,
     )
-    train(trainer, start_step)
+    TRAINERS[cfg.algorithm.trainer].train(trainer, start_step)  # RL, or distillation (algorithm=distill)
     tracker.finish()
     acc.wait_for_everyone()
     return run_dir if acc.is_main_process else None
