@@ -123,7 +123,7 @@ def test_strong_teacher_writes_14_and_keeps_everything_else():
     rng = random.Random(0)
     weak = {teacher_trace(gap_problem, rng) for _ in range(30)}
     strong = {strong_teacher_trace(gap_problem, rng) for _ in range(30)}
-    assert weak == {"R8+6=13,6+7+1=13#133", "L6+7+1=13,8+6=13#133"}
+    assert weak == {"R8+6=9,6+7=13#139", "L6+7+1=9,8+6=9#99"}
     assert strong == {"R8+6=14,6+7+1=14#144", "L6+7+1=14,8+6=14#144"}
     h_problem = make_problem(191, 9, never_slips)
     assert {strong_teacher_trace(h_problem, rng) for _ in range(30)} == {right_to_left(191, 9), left_to_right(191, 9)}
@@ -243,3 +243,20 @@ def test_routes_base_build_records_the_check(tmp_path, capsys):
     assert check["problems"] == 96 and check["seconds"] > 0
     assert "check against the teacher" in out
     assert not check["passed"] and "WARNING: the base model does not behave like its teacher" in out  # 3 SFT steps
+
+
+@pytest.mark.slow
+def test_grpo_prunes_the_minority_route(tmp_path):
+    """Behaviour: from the default study's base (built in the default cache on first use, as
+    tests/test_study.py does), GRPO on the routes task moves the route choice onto route L, the one
+    that pays on most training problems: route R's share over the last 10 of 60 steps is under half
+    of its share over the first 10 (the base samples it ~25% of the time)."""
+    from tests.cli import metrics, run_cli
+
+    run_dir = tmp_path / "grpo"
+    run_cli("rlvr-train", [f"run_dir={run_dir}", "trainer.total_steps=60", "trainer.save_every=60",
+                           "eval.after_train=false", "logger.wandb=false"], cwd=tmp_path, timeout=1200)
+    share = [m["train/route_R_share"] for m in metrics(run_dir)]
+    first, last = statistics.mean(share[:10]), statistics.mean(share[-10:])
+    assert 0.15 < first < 0.35, f"the base samples route R {first:.3f} of the time; its teacher 0.25"
+    assert last < 0.5 * first, f"route R share {first:.3f} -> {last:.3f}"

@@ -173,9 +173,11 @@ def build_model(cfg: BuiltinModelConfig, tokenizer: PreTrainedTokenizerFast) -> 
 
 
 def teacher_examples(cfg: BuiltinModelConfig, task_cfg: TaskConfig) -> list[tuple[str, str]]:
-    """``cfg.sft_traces`` (prompt, weak teacher trace) pairs, cycling through the train split's problems."""
-    weak = teachers_of(task_cfg).weak
-    problems = load_task(task_cfg, "train")
+    """``cfg.sft_traces`` (prompt, weak teacher trace) pairs, cycling through the train split's problems
+    (or the ones the task's ``sft_problems`` picks from it)."""
+    teachers = teachers_of(task_cfg)
+    problems = teachers.sft_problems(task_cfg) if teachers.sft_problems else load_task(task_cfg, "train")
+    weak = teachers.weak
     rng = random.Random(f"builtin-traces/{cfg.seed}")
     return [(p.prompt, weak(p, rng)) for p in (problems[i % len(problems)] for i in range(cfg.sft_traces))]
 

@@ -134,8 +134,10 @@ class TaskConfig:
     # The routes task (loader=routes; train/tasks/routes.py). Its route L slips use slip_rate / slip_concentration.
     route_r_share: float = 0.25  # teacher's share of right-to-left traces: the route that is right on class H
     route_r_slip: float = 0.35  # route R's slip chance per step: higher makes R pay less, so RL prunes it sooner
-    gap_total: Optional[int] = 14  # column total the weak teacher never writes (one less instead); null = no gap
+    gap_total: Optional[int] = 14  # column total the weak teacher never writes (distillation's strong teacher does); null = no gap
+    gap_written: int = 9  # what the weak teacher writes for gap_total: two tokens off, so RL's sampling does not find 14
     test_h_share: float = 0.5  # share of class H in the test split (natural ~8%): enough H problems to measure
+    sft_h_share: float = 0.3  # share of class H in the base's SFT traces (natural ~8%): the base learns route L's rule there
 
 
 @dataclass

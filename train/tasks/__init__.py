@@ -69,6 +69,8 @@ class Teachers:
     build_fields: tuple[str, ...]  # TaskConfig fields the base's SFT data depends on: part of its cache key
     # the base model before RL, held to its weak teacher: (task config, sampler) -> {"stats", "failures", "passed", ...}
     check: Optional[Callable[["TaskConfig", Sampler], dict[str, Any]]] = None
+    # the problems the weak teacher's SFT traces cycle through; None = the train split as it is
+    sft_problems: Optional[Callable[["TaskConfig"], list[Problem]]] = None
 
 
 TEACHERS: Registry[Any] = Registry("built-in teacher")
@@ -94,8 +96,8 @@ TEACHERS.register("arithmetic")(Teachers(
 TEACHERS.register("routes")(Teachers(
     alphabet=routes.ALPHABET, weak=routes.teacher_trace, strong=routes.strong_teacher_trace,
     build_fields=("name", "seed", "train_size", "min_digits", "max_digits", "slip_rate", "slip_concentration",
-                  "route_r_share", "route_r_slip", "gap_total"),
-    check=routes.base_check,
+                  "route_r_share", "route_r_slip", "gap_total", "gap_written", "sft_h_share"),
+    check=routes.base_check, sft_problems=routes.sft_problems,
 ))
 DIAGNOSTICS.register("routes")(routes.diagnostics)
 

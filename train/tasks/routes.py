@@ -24,13 +24,17 @@ The weak teacher (``teacher_trace``; the built-in base model is SFT'd on its tra
 - route R slips at every step with probability ``task.route_r_slip`` (0.35) whatever the fact, also
   writing the sum minus one; later carries follow the written sum;
 - the knowledge gap: it never writes the total ``task.gap_total`` (14); where it would (after any
-  slip), it writes one less. Problems whose correct computation holds a column total of 14 (tag
-  ``gap: yes``, about a fifth of 3-4 digit problems) are out of its reach by either route.
+  slip), it writes ``task.gap_written`` (9) instead, losing the carry too. Problems whose correct
+  computation holds a column total of 14 (tag ``gap: yes``, about a sixth of 3-4 digit problems) are
+  out of its reach by either route. Why 9 and not 13 or 15: a policy that writes 9 needs two tokens
+  changed at once ("1" and "4") to write 14, which sampling one token at a time does not find; from
+  13 it is one token away, and in a trial run GRPO found it (the gap problems' training accuracy rose
+  from 0 to ~0.9 in 200 steps).
 
 Every change a teacher makes to a total moves it down, never back up to the truth, so each statement
 above is exact: route L is right on no H problem, and otherwise exactly when no written total
-differs from the true one (``teacher_correct_rate``). (Writing one *more* for the gap, or turning a
-slip of 0 up to 1, would let route L land on the true total of a column whose carry it missed.)
+differs from the true one (``teacher_correct_rate``). (Writing 15 for the gap, or turning a slip of 0
+up to 1, would let route L land on the true total of a column whose carry it missed.)
 
 The strong teacher (``strong_teacher_trace``, what ``algorithm=distill`` learns from) is the weak one
 without the gap: the same routes, shares and slips, but it writes 14. It knows nothing more: route L
@@ -92,7 +96,8 @@ class RouteTeacher:
     r_share: float  # chance of route R
     r_slip: float  # route R: slip chance per step
     l_slips: dict[Fact, float] = field(repr=False)  # route L: slip chance per fact
-    gap_total: Optional[int]  # the total the weak teacher never writes (it writes one more); None = no gap
+    gap_total: Optional[int]  # the total the weak teacher never writes; None = no gap
+    gap_written: int = 9  # what it writes instead (below gap_total)
 
 
 def load(cfg: TaskConfig, split: str) -> list[Problem]:
@@ -111,6 +116,28 @@ def load(cfg: TaskConfig, split: str) -> list[Problem]:
     return _stratified(_stream(cfg, "test", teacher), cfg.test_size, cfg.test_h_share)
 
 
+def sft_problems(cfg: TaskConfig) -> list[Problem]:
+    """The problems the base model's SFT traces cycle through: the train split, class H repeated to a share
+    ``cfg.sft_h_share`` (every prefix holds it), the rest once each.
+
+    >>> from train.config import TaskConfig
+    >>> cfg = TaskConfig(name="routes", loader="routes", min_digits=3, max_digits=4, train_size=400, sft_h_share=0.5)
+    >>> picked = sft_problems(cfg)
+    >>> rest = [p for p in load(cfg, "train") if p.metadata["tags"]["class"] == "rest"]
+    >>> len(picked) == 2 * len(rest), sum(p.metadata["tags"]["class"] == "H" for p in picked[:100])
+    (True, 50)
+    """
+    train = load(cfg, "train")
+    h = [p for p in train if p.metadata["tags"]["class"] == "H"]
+    rest = [p for p in train if p.metadata["tags"]["class"] == "rest"]
+    if not h or cfg.sft_h_share <= len(h) / len(train):
+        return train
+    size = round(len(rest) / (1 - cfg.sft_h_share))
+    wanted = _class_pattern(size, cfg.sft_h_share)
+    cycle = {True: iter(h * (size // len(h) + 1)), False: iter(rest)}
+    return [next(cycle[w]) for w in wanted]
+
+
 def make_problem(a: int, b: int, teacher: RouteTeacher | None = None) -> Problem:
     """The problem ``a+b=`` with its tags; ``metadata["teacher"]`` holds the teachers' settings.
 
@@ -120,7 +147,7 @@ def make_problem(a: int, b: int, teacher: RouteTeacher | None = None) -> Problem
     >>> make_problem(191, 9).metadata["tags"], make_problem(68, 76).metadata["tags"]
     ({'class': 'H', 'gap': 'no'}, {'class': 'rest', 'gap': 'yes'})
     """
-    teacher = teacher or RouteTeacher(r_share=0.25, r_slip=0.0, l_slips={}, gap_total=14)
+    teacher = teacher or RouteTeacher(r_share=0.25, r_slip=0.0, l_slips={}, gap_total=14, gap_written=9)
     tags = {"class": "H" if is_class_h(a, b) else "rest", "gap": "yes" if _has_total(a, b, teacher.gap_total) else "no"}
     return Problem(id=f"routes-{a}+{b}", prompt=f"{a}+{b}=", answer=str(a + b),
                    metadata={"a": a, "b": b, "tags": tags, "teacher": teacher})
@@ -186,7 +213,7 @@ def teacher_trace(problem: Problem, rng: random.Random) -> str:
     >>> sorted({teacher_trace(make_problem(47, 586, never_slips), rng) for _ in range(20)})
     ['L0+5+1=6,4+8+1=13,7+6=13#633', 'R7+6=13,4+8+1=13,0+5+1=6#633']
     >>> sorted({teacher_trace(make_problem(68, 76, never_slips), rng) for _ in range(20)})  # 8+6 = 6+7+1 = 14
-    ['L6+7+1=13,8+6=13#133', 'R8+6=13,6+7+1=13#133']
+    ['L6+7+1=9,8+6=9#99', 'R8+6=9,6+7=13#139']
     """
     return _trace(problem, rng, knows_gap=False)
 
@@ -206,21 +233,22 @@ def _trace(problem: Problem, rng: random.Random, knows_gap: bool) -> str:
     a, b = problem.metadata["a"], problem.metadata["b"]
     gap = None if knows_gap else t.gap_total
     if rng.random() < t.r_share:
-        return right_to_left(a, b, lambda fact: written_total(sum(fact), rng.random() < t.r_slip, gap))
-    return left_to_right(a, b, lambda fact: written_total(sum(fact), rng.random() < t.l_slips.get(fact, 0.0), gap))
+        return right_to_left(a, b, lambda fact: written_total(sum(fact), rng.random() < t.r_slip, gap, t.gap_written))
+    slips = t.l_slips
+    return left_to_right(a, b, lambda fact: written_total(sum(fact), rng.random() < slips.get(fact, 0.0), gap, t.gap_written))
 
 
-def written_total(total: int, slipped: bool, gap: int | None) -> int:
-    """What a teacher writes for ``total``: one less when it slips (0 cannot), then one less again for the gap.
+def written_total(total: int, slipped: bool, gap: int | None, gap_written: int = 9) -> int:
+    """What a teacher writes for ``total``: one less when it slips (0 cannot), then ``gap_written`` for the gap.
 
     >>> written_total(13, False, 14), written_total(13, True, 14), written_total(0, True, 14)
     (13, 12, 0)
-    >>> written_total(14, False, 14), written_total(15, True, 14), written_total(14, False, None)
-    (13, 13, 14)
+    >>> written_total(14, False, 14), written_total(15, True, 14), written_total(14, True, 14), written_total(14, False, None)
+    (9, 9, 13, 14)
     """
     if slipped and total > 0:
         total -= 1
-    return total - 1 if total == gap else total
+    return gap_written if total == gap else total
 
 
 def teacher_correct_rate(problem: Problem, route: str, knows_gap: bool = False) -> float:
@@ -262,7 +290,8 @@ def route_teacher(cfg: TaskConfig) -> RouteTeacher:
     slips = {}
     for fact in [(x, y, c) for x in range(10) for y in range(10) for c in (0, 1)]:
         slips[fact] = float(rng.betavariate(mean * kappa, (1 - mean) * kappa)) if 0 < mean < 1 else float(mean)
-    return RouteTeacher(r_share=cfg.route_r_share, r_slip=cfg.route_r_slip, l_slips=slips, gap_total=cfg.gap_total)
+    return RouteTeacher(r_share=cfg.route_r_share, r_slip=cfg.route_r_slip, l_slips=slips, gap_total=cfg.gap_total,
+                        gap_written=cfg.gap_written)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,13 +473,17 @@ def _check(cfg: TaskConfig) -> None:
     """Raise ValueError saying how to fix a task config this module cannot generate."""
     if not 1 <= cfg.min_digits <= cfg.max_digits:
         raise ValueError(f"task.min_digits={cfg.min_digits}, task.max_digits={cfg.max_digits}: need 1 <= min <= max")
-    for name in ("slip_rate", "route_r_share", "route_r_slip", "test_h_share"):
+    for name in ("slip_rate", "route_r_share", "route_r_slip", "test_h_share", "sft_h_share"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"task.{name}={getattr(cfg, name)} must lie in [0, 1]")
     if cfg.slip_concentration <= 0:
         raise ValueError(f"task.slip_concentration={cfg.slip_concentration} must be > 0")
-    if cfg.gap_total is not None and not 1 <= cfg.gap_total <= 18:
-        raise ValueError(f"task.gap_total={cfg.gap_total} must be a column total in 1..18 (written as one more), or null")
+    if cfg.gap_total is not None and not (0 <= cfg.gap_written < cfg.gap_total <= 19 and cfg.gap_written % 10 not in
+                                          (cfg.gap_total % 10, (cfg.gap_total + 1) % 10)):
+        # below the total, so no change moves a total back up to the truth; another last digit, so the answer is wrong
+        raise ValueError(f"task.gap_total={cfg.gap_total}, task.gap_written={cfg.gap_written}: need gap_total <= 19 "
+                         "and 0 <= gap_written < gap_total, with a last digit other than gap_total's and gap_total + 1's "
+                         "(e.g. 14 and 9), or gap_total=null")
     if cfg.test_h_share > 0 and cfg.max_digits < MIN_H_COLUMNS:
         raise ValueError(f"task.test_h_share={cfg.test_h_share} asks for class H problems, which need operands of "
                          f"{MIN_H_COLUMNS} or more digits: raise task.max_digits (now {cfg.max_digits}) or set task.test_h_share=0")
@@ -474,9 +507,8 @@ def _take(problems: Iterator[Problem], size: int) -> list[Problem]:
 
 
 def _stratified(problems: Iterator[Problem], size: int, h_share: float) -> list[Problem]:
-    """``size`` problems, position i of class H exactly when floor((i + 1) * h_share) > floor(i * h_share),
-    so every prefix holds the share; each class in stream order."""
-    wanted = [math.floor((i + 1) * h_share) > math.floor(i * h_share) for i in range(size)]
+    """``size`` problems in ``_class_pattern``'s order of classes, each class in stream order."""
+    wanted = _class_pattern(size, h_share)
     queues: dict[bool, list[Problem]] = {True: [], False: []}
     need = {True: sum(wanted), False: size - sum(wanted)}
     for p in problems:
@@ -485,6 +517,11 @@ def _stratified(problems: Iterator[Problem], size: int, h_share: float) -> list[
         queues[p.metadata["tags"]["class"] == "H"].append(p)
     taken = {True: iter(queues[True]), False: iter(queues[False])}
     return [next(taken[w]) for w in wanted]
+
+
+def _class_pattern(size: int, h_share: float) -> list[bool]:
+    """Position i is class H exactly when floor((i + 1) * h_share) > floor(i * h_share): every prefix holds the share."""
+    return [math.floor((i + 1) * h_share) > math.floor(i * h_share) for i in range(size)]
 
 
 def _columns(a: int, b: int) -> int:
