@@ -136,8 +136,8 @@ class TaskConfig:
     route_r_slip: float = 0.35  # route R's slip chance per step: higher makes R pay less, so RL prunes it sooner
     gap_total: Optional[int] = 14  # column total the weak teacher never writes (distillation's strong teacher does); null = no gap
     gap_written: int = 9  # what the weak teacher writes for gap_total: two tokens off, so RL's sampling does not find 14
-    test_h_share: float = 0.5  # share of class H in the test split (natural ~8%): enough H problems to measure
-    sft_h_share: float = 0.3  # share of class H in the base's SFT traces (natural ~8%): the base learns route L's rule there
+    test_h_share: float = 0.5  # share of class H in the test split (natural 4.5% with 3 digits): enough H problems to measure
+    sft_h_share: float = 0.3  # share of class H in the base's SFT traces (natural 4.5%): the base learns route L's rule there
 
 
 @dataclass
@@ -167,7 +167,7 @@ class EvalConfig:
     temperature: float = 0.6  # paper's evaluation temperature
     top_p: float = 0.95  # paper's evaluation nucleus
     max_new_tokens: int = 64  # response length cap at evaluation
-    num_problems: int = 40  # test problems swept (first N of the test split); 0 = all
+    num_problems: int = 100  # test problems swept (first N of the test split); 0 = all. More: tighter intervals, longer sweeps
     batch_size: int = 1024  # sequences generated at once
     after_train: bool = True  # rlvr-train sweeps base and checkpoints when training ends
     seed: int = 0  # seeds the sampler, so a sweep is reproducible
@@ -199,7 +199,7 @@ class TrainerConfig:
     warmup_steps: int = 5  # optimizer steps of linear warm-up
     weight_decay: float = 0.0  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
-    save_every: int = 50  # steps between checkpoints (the last step is always saved)
+    save_every: int = 100  # steps between checkpoints (the last step is always saved); each one is swept at the end
     # checkpoints that keep their train_state (optimizer, RNG: several times the weights' size); older ones
     # keep only the HF weights that evaluation reads. Resume needs the newest. 0 = keep every one
     keep_train_states: int = 0

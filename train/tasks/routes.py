@@ -12,8 +12,9 @@ verifier reads it). Two routes:
   The guess is wrong exactly when the lower column's digits sum to 9 and a carry comes into it (the
   carry passes through a 9): on those problems, **class H**, route L is always wrong.
 
-Class H: a column below the top one has digits summing to 9 and receives a carry. About 8% of
-problems with 3-4 digit operands; none with fewer than 3 columns.
+Class H: a column below the top one has digits summing to 9 and receives a carry; none with fewer
+than 3 columns. With the preset's 3-digit operands (``conf/task/routes.yaml``), 4.5% of problems
+(the middle column sums to 9, the bottom one to 10 or more).
 
 The weak teacher (``teacher_trace``; the built-in base model is SFT'd on its traces):
 - picks route R with probability ``task.route_r_share`` (0.25), else L, whatever the problem: it
@@ -25,37 +26,50 @@ The weak teacher (``teacher_trace``; the built-in base model is SFT'd on its tra
   writing the sum minus one; later carries follow the written sum;
 - the knowledge gap: it never writes the total ``task.gap_total`` (14); where it would (after any
   slip), it writes ``task.gap_written`` (9) instead, losing the carry too. Problems whose correct
-  computation holds a column total of 14 (tag ``gap: yes``, about a sixth of 3-4 digit problems) are
-  out of its reach by either route. Why 9 and not 13 or 15: a policy that writes 9 needs two tokens
-  changed at once ("1" and "4") to write 14, which sampling one token at a time does not find; from
-  13 it is one token away, and in a trial run GRPO found it (the gap problems' training accuracy rose
-  from 0 to ~0.9 in 200 steps).
+  computation holds a column total of 14 (tag ``gap: yes``, about a sixth of them) are out of its
+  reach by either route.
 
-Every change a teacher makes to a total moves it down, never back up to the truth, so each statement
-above is exact: route L is right on no H problem, and otherwise exactly when no written total
-differs from the true one (``teacher_correct_rate``). (Writing 15 for the gap, or turning a slip of 0
-up to 1, would let route L land on the true total of a column whose carry it missed.)
+Every change a teacher makes to a total moves it down, never back up to the truth, and changes the
+column's last digit, so each statement above is exact: route L is right on no H problem, and
+otherwise exactly when no written total differs from the true one (``teacher_correct_rate``).
+(Writing 15 for the gap, or turning a slip of 0 up to 1, would let route L land on the true total of
+a column whose carry it missed.)
 
 The strong teacher (``strong_teacher_trace``, what ``algorithm=distill`` learns from) is the weak one
 without the gap: the same routes, shares and slips, but it writes 14. It knows nothing more: route L
 keeps its blind spot and every slip stays.
 
-Why RL narrows the boundary here (Yue et al. 2025, arXiv 2504.13837). On the ~92% of problems outside
-H, route L is right unless a fact slips; its slips belong to facts, which RL can sharpen away, while
-route R slips at 35% a step and pays less. Only on H problems does R pay more, and they are too rare
-to hold it up while the policy cannot tell them from the rest, so RL moves the route choice onto L
-for every problem. The base, which samples R a quarter of the time, solves H problems at large k;
-the RL policy, having pruned R, does not. Both halves are measured per training step by
-``diagnostics`` (logged as ``train/route_R_share``, ``train/accuracy_H``, ...). Why distillation
-widens it: gap problems are out of the base's reach, hence of RL's too (RL reweights what the base
-samples), and the strong teacher's traces write 14.
+The base's SFT traces (``sft_problems``) cycle through the train split with class H repeated to a
+share ``task.sft_h_share`` (0.3): at the natural share, a base trained as long as the budget allows
+learnt route L's guess loosely on 9-columns and wrote the true carry there on ~10% of H problems,
+a leak RL then amplified (it solved H by route L). The base check (``base_check``) holds the built
+base to its teacher: route shares, route L's accuracy on H (teacher: 0), answers that follow their
+trace, no 14 written.
+
+Why RL narrows the boundary here (Yue et al. 2025, arXiv 2504.13837). On the ~95% of training
+problems outside H, route L is right unless a fact slips; its slips belong to facts, which RL can
+sharpen away, while route R slips at 35% a step and pays less. Only on H problems does R pay more,
+and they are too rare to hold it up while the policy cannot tell them from the rest, so RL moves the
+route choice onto L for every problem. The base, which samples R a quarter of the time, solves H
+problems at large k; the RL policy, having pruned R, does not. Both halves are measured per training
+step by ``diagnostics`` (``train/route_R_share``, ``train/accuracy_H``, ``train/route_L_accuracy_H``,
+...). Pruning R is what RL does first, not a wall: with enough steps it can learn to write the true
+carry in route L (in the default run, route L's training accuracy on H rose from 0 to ~0.35 over
+steps 180-200), which ``train/route_L_accuracy_H`` shows when it happens.
+
+Why distillation widens it: gap problems are out of the base's reach at the evaluation's sampling
+settings, and the strong teacher's traces write 14. Why 9 for 14 and not 13 or 15: a policy that
+writes 13 is one token from 14, and GRPO found it within 200 steps in a trial run (the gap problems'
+training accuracy rose from 0 to ~0.9); from 9 it takes two ("1", then "4"). RL samples at
+temperature 1 and can still stumble on it: the default base did not in 200 steps, a base trained
+for 800 steps instead of 1200 did (``train/writes_gap_total`` ~0.1 by step 200).
 
 Splits. Problems come from one operand stream (each operand's length uniform in
 [``task.min_digits``, ``task.max_digits``]), and a hash of the unordered operand pair sends each to
 train or test, as in the arithmetic task, so the splits are disjoint. The train split is the
 stream as it comes (the natural H share). The test split is stratified, a stated shift: a share
 ``task.test_h_share`` (0.5) of it is class H, interleaved so that every prefix holds that share,
-because at the natural ~8% the 100 problems a sweep affords would hold about 8 H problems, too few
+because at the natural 4.5% the 100 problems a sweep affords would hold about 4 H problems, too few
 to measure coverage on them. The paper, too, evaluates on benchmarks rather than on the RL training
 distribution. Each problem carries ``metadata["tags"]`` = {"class": "H" | "rest", "gap": "yes" |
 "no"}, so results can be reported per class and reweighted to the natural mixture.
