@@ -54,15 +54,17 @@ route choice onto L for every problem. The base, which samples R a quarter of th
 problems at large k; the RL policy, having pruned R, does not. Both halves are measured per training
 step by ``diagnostics`` (``train/route_R_share``, ``train/accuracy_H``, ``train/route_L_accuracy_H``,
 ...). Pruning R is what RL does first, not a wall: with enough steps it can learn to write the true
-carry in route L (in the default run, route L's training accuracy on H rose from 0 to ~0.35 over
-steps 180-200), which ``train/route_L_accuracy_H`` shows when it happens.
+carry in route L (in three runs of the default study, route L's training accuracy on H was at most
+0.02 over steps 1-100 and 0.17, 0.19 and 0.04 over steps 151-200), which
+``train/route_L_accuracy_H`` shows when it happens.
 
 Why distillation widens it: gap problems are out of the base's reach at the evaluation's sampling
 settings, and the strong teacher's traces write 14. Why 9 for 14 and not 13 or 15: a policy that
 writes 13 is one token from 14, and GRPO found it within 200 steps in a trial run (the gap problems'
 training accuracy rose from 0 to ~0.9); from 9 it takes two ("1", then "4"). RL samples at
-temperature 1 and can still stumble on it: the default base did not in 200 steps, a base trained
-for 800 steps instead of 1200 did (``train/writes_gap_total`` ~0.1 by step 200).
+temperature 1 and can still stumble on it: in three runs of the default study, GRPO did not in 200
+steps from the default base, and did from the bases of seeds 1 and 2 (gap problems' training
+accuracy ~0.5 over steps 151-200; ``train/writes_gap_total`` shows 14 being written).
 
 Splits. Problems come from one operand stream (each operand's length uniform in
 [``task.min_digits``, ``task.max_digits``]), and a hash of the unordered operand pair sends each to
