@@ -71,7 +71,10 @@ def test_config_errors_say_how_to_fix():
     with pytest.raises(ValueError, match="route_r_share"):
         load_task(TaskConfig(**{**ROUTES.__dict__, "route_r_share": 1.5}), "train")
     with pytest.raises(ValueError, match="gap_total"):
-        load_task(TaskConfig(**{**ROUTES.__dict__, "gap_total": 19}), "train")
+        load_task(TaskConfig(**{**ROUTES.__dict__, "gap_total": 20}), "train")
+    for written in (4, 5, 15):  # 14's or 15's last digit: the answer could stay right; 15: above the total
+        with pytest.raises(ValueError, match="gap_written"):
+            load_task(TaskConfig(**{**ROUTES.__dict__, "gap_written": written}), "train")
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,7 @@ class TaskConfig:
     route_r_share: float = 0.25  # teacher's share of right-to-left traces: the route that is right on class H
     route_r_slip: float = 0.35  # route R's slip chance per step: higher makes R pay less, so RL prunes it sooner
     gap_total: Optional[int] = 14  # column total the weak teacher never writes (distillation's strong teacher does); null = no gap
-    gap_written: int = 9  # what the weak teacher writes for gap_total: two tokens off, so RL's sampling does not find 14
+    gap_written: int = 9  # what the weak teacher writes for gap_total: two tokens from 14 (13 is one, and RL finds it)
     test_h_share: float = 0.5  # share of class H in the test split (natural 4.5% with 3 digits): enough H problems to measure
     sft_h_share: float = 0.3  # share of class H in the base's SFT traces (natural 4.5%): the base learns route L's rule there
 

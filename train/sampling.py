@@ -146,7 +146,7 @@ def collect(
 
 
 def _function_means(acc: Accelerator, per_function: dict[str, list[float]], prefix: str = "reward/") -> dict[str, float]:
-    """``reward/<name>``: each reward function's mean over all processes' samples it applied to (NaN if none)."""
+    """``<prefix><name>``: each function's mean over all processes' samples it applied to (NaN if none)."""
     local = torch.tensor([[sum(v), float(len(v))] for v in per_function.values()], device=acc.device)
     total = acc.reduce(local, reduction="sum").cpu()
     return {f"{prefix}{name}": float(s / n) if n else float("nan") for name, (s, n) in zip(per_function, total.tolist())}
