@@ -158,10 +158,11 @@ def read_pairs(path: str, prompt_field: str, completion_field: str) -> list[tupl
     >>> import tempfile, os
     >>> f = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
     >>> _ = f.write('{"prompt": "1+2=", "completion": "#3"}\\n{"prompt": "2+2="}\\n'); f.close()
-    >>> read_pairs(f.name, "prompt", "completion")
-    Traceback (most recent call last):
-    ...
-    train.config.ConfigError: algorithm.distill.path=...: row 2 has no string field 'completion' (its fields: prompt); ...
+    >>> try:
+    ...     read_pairs(f.name, "prompt", "completion")
+    ... except ConfigError as err:
+    ...     print(str(err).split(": ", 1)[1])
+    row 2 has no string field 'completion' (its fields: prompt); set algorithm.distill.prompt_field / completion_field to the fields holding the pairs
     >>> os.unlink(f.name)
     """
     file = Path(path).expanduser()
