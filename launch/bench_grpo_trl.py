@@ -39,6 +39,7 @@ def bench_rlvr(args, run_dir: Path) -> tuple[list[float], list[float]]:
 
     cfg, resolved = _compose(
         [
+            "task=arithmetic",  # the task TRL's side reads (TaskConfig's defaults), so both run the same one
             f"trainer.total_steps={args.warmup + args.steps}",
             f"trainer.save_every={10**6}",
             f"trainer.lr={args.lr}",

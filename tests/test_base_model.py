@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from train.base_model import _build_record, _digest, build_model, build_tokenizer, ensure_builtin_base
 from train.config import BuiltinModelConfig, ModelConfig, TaskConfig
-from train.sft import IGNORE, _collate, _tokenize, sft
+from train.sft import IGNORE, collate, sft, tokenize_pairs
 from train.tasks import load_task
 from train.tasks.arithmetic import ALPHABET, teacher_trace
 
@@ -86,11 +86,11 @@ def test_cache_key_covers_what_changes_the_build_only():
 
 def test_sft_masks_the_prompt_and_appends_eos():
     tok = build_tokenizer(ALPHABET)
-    (ids, labels), = _tokenize(tok, [("12+3=", "2+3=5,1+0=1#15")])
+    (ids, labels), = tokenize_pairs(tok, [("12+3=", "2+3=5,1+0=1#15")])
     prompt_len = len("12+3=") + 1  # + <bos>
     assert labels[:prompt_len] == [IGNORE] * prompt_len
     assert labels[prompt_len:] == ids[prompt_len:] and ids[-1] == tok.eos_token_id
-    input_ids, mask, padded = _collate([(ids, labels), (ids[:4], labels[:4])], tok.pad_token_id)
+    input_ids, mask, padded = collate([(ids, labels), (ids[:4], labels[:4])], tok.pad_token_id)
     assert mask[1].tolist() == [1] * 4 + [0] * (len(ids) - 4)  # right-padded
     assert (padded[1, 4:] == IGNORE).all() and (input_ids[1, 4:] == tok.pad_token_id).all()
 

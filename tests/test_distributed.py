@@ -38,7 +38,7 @@ STEPS = 2
 # A small base (built once per session, ~15 s) that answers ~30% of 2-digit sums: rewards vary
 # within groups, so advantages and gradients are non-zero from the first step.
 TINY_RUN = [
-    "model.builtin.hidden_size=64", "model.builtin.num_layers=2", "model.builtin.intermediate_size=128",
+    "task=arithmetic", "model.builtin.hidden_size=64", "model.builtin.num_layers=2", "model.builtin.intermediate_size=128",
     "model.builtin.sft_steps=300", "model.builtin.sft_traces=2000",
     "task.slip_rate=0.05", "task.max_digits=2", "task.train_size=2000", "task.test_size=100",
     f"trainer.total_steps={STEPS}", f"trainer.save_every={STEPS}", "trainer.prompts_per_step=4",

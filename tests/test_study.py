@@ -1,8 +1,8 @@
 """Behaviour: the default miniature study, exactly as `rlvr-train` runs it with no arguments, and
 a short run of every algorithm on the built-in task.
 
-RL must lift pass@1 on the test split above the base model's, and every algorithm must raise its
-training reward. Slow (minutes): marked ``slow``.
+RL must lift pass@1 on the test split above the base model's and fall below the base's pass@k_max (the
+routes task's narrowing), and every algorithm must raise its training reward. Slow (minutes): marked ``slow``.
 The built-in base model is built in the default cache (~/.cache/rlvr) on first use and reused.
 """
 
@@ -23,6 +23,8 @@ def test_default_study_rl_beats_base_at_pass1(tmp_path):
     assert last[1] > base[1] + 0.10, f"RL pass@1 {last[1]:.3f} vs base {base[1]:.3f}"
     assert 0.05 <= base[1] <= 0.5, f"base pass@1 {base[1]:.3f} leaves the study no room"
     assert base[summary["k_max"]] > base[1] + 0.2, "the base's pass@k must rise well above its pass@1"
+    # the routes task's point: RL prunes the base's minority route, so the base wins at k_max (README: +31 points)
+    assert base[summary["k_max"]] > last[summary["k_max"]] + 0.10, f"base pass@k_max {base[summary['k_max']]:.3f} vs RL {last[summary['k_max']]:.3f}"
 
 
 # ReMax's advantage is the raw reward minus the greedy response's, unnormalised and mostly negative

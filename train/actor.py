@@ -199,7 +199,7 @@ def update_policy(
                     )
                     accelerator.backward(loss * undo_scaling)
                     if accelerator.sync_gradients:
-                        grad_norms.append(_clip(accelerator, model, max_grad_norm))
+                        grad_norms.append(clip_gradients(accelerator, model, max_grad_norm))
                     optimizer.step()  # accelerate skips it between accumulation boundaries
                     optimizer.zero_grad()
                 if accelerator.sync_gradients:
@@ -221,7 +221,8 @@ def _global_norm(accelerator: Accelerator, mini: TrainBatch, max_len: int) -> Lo
     return LossNorm(num_tokens=max(float(summed[0]), 1.0), num_seqs=float(summed[1]), max_len=max_len)
 
 
-def _clip(accelerator: Accelerator, model: torch.nn.Module, max_grad_norm: float) -> float:
+def clip_gradients(accelerator: Accelerator, model: torch.nn.Module, max_grad_norm: float) -> float:
+    """Clip to ``max_grad_norm`` (0 = off) and return the norm before clipping; DeepSpeed clips by its own setting."""
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         norm = model.get_global_grad_norm()  # DeepSpeed clips by its own `gradient_clipping`
         return float(norm) if norm is not None else float("nan")

@@ -30,8 +30,18 @@ class CriticConfig:
 
 
 @dataclass
+class DistillConfig:
+    """The teacher ``algorithm=distill`` learns from (train/distill.py)."""
+
+    path: Optional[str] = None  # null = the task's stronger built-in teacher; else a .jsonl/.parquet of prompt/completion pairs from any model
+    prompt_field: str = "prompt"  # the file's field holding a prompt (fed as the task's prompts are: task.chat wraps it)
+    completion_field: str = "completion"  # the file's field holding the teacher's completion (trained on, then EOS)
+
+
+@dataclass
 class AlgorithmConfig:
     name: str = "grpo"  # label used in run names, logs and comparison tables
+    trainer: str = "rl"  # what trains the policy (train.trainers.TRAINERS): rl (rollouts, rewards, advantages) or distill (SFT on a teacher's traces)
     advantage: str = "grpo"  # advantage estimator (algorithms.ESTIMATORS)
     norm_by_std: bool = True  # divide group-relative advantages by the group std (False = Dr.GRPO)
     samples_per_prompt: int = 8  # group size G: more samples, better baselines, costlier steps
@@ -53,6 +63,7 @@ class AlgorithmConfig:
     overlong_buffer: int = 0  # soft length penalty over the last N tokens before the cap (DAPO); 0 = off
     overlong_penalty: float = 1.0  # penalty at the length cap when overlong_buffer > 0
     critic: CriticConfig = field(default_factory=CriticConfig)  # PPO's value model
+    distill: DistillConfig = field(default_factory=DistillConfig)  # the teacher when trainer=distill
 
 
 @dataclass
@@ -129,6 +140,13 @@ class TaskConfig:
     max_digits: int = 4  # largest operand length: longer means more steps, harder problems
     slip_rate: float = 0.3  # mean teacher slip probability per step (noise the base inherits)
     slip_concentration: float = 2.0  # per-fact slip spread: low = some facts almost always wrong (hard problems), high = uniform noise
+    # The routes task (loader=routes; train/tasks/routes.py). Its route L slips use slip_rate / slip_concentration.
+    route_r_share: float = 0.25  # teacher's share of right-to-left traces: the route that is right on class H
+    route_r_slip: float = 0.35  # route R's slip chance per step: higher makes R pay less, so RL prunes it sooner
+    gap_total: Optional[int] = 14  # column total the weak teacher never writes (distillation's strong teacher does); null = no gap
+    gap_written: int = 9  # what the weak teacher writes for gap_total: two tokens from 14 (13 is one, and RL finds it)
+    test_h_share: float = 0.5  # share of class H in the test split (natural 4.5% with 3 digits): enough H problems to measure
+    sft_h_share: float = 0.3  # share of class H in the base's SFT traces (natural 4.5%): the base learns route L's rule there
 
 
 @dataclass
@@ -158,7 +176,7 @@ class EvalConfig:
     temperature: float = 0.6  # paper's evaluation temperature
     top_p: float = 0.95  # paper's evaluation nucleus
     max_new_tokens: int = 64  # response length cap at evaluation
-    num_problems: int = 40  # test problems swept (first N of the test split); 0 = all
+    num_problems: int = 100  # test problems swept (first N of the test split); 0 = all. More: tighter intervals, longer sweeps
     batch_size: int = 1024  # sequences generated at once
     after_train: bool = True  # rlvr-train sweeps base and checkpoints when training ends
     seed: int = 0  # seeds the sampler, so a sweep is reproducible
@@ -199,7 +217,7 @@ class TrainerConfig:
     warmup_steps: int = 5  # optimizer steps of linear warm-up
     weight_decay: float = 0.0  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
-    save_every: int = 50  # steps between checkpoints (the last step is always saved)
+    save_every: int = 100  # steps between checkpoints (the last step is always saved); each one is swept at the end
     # checkpoints that keep their train_state (optimizer, RNG: several times the weights' size); older ones
     # keep only the HF weights that evaluation reads. Resume needs the newest. 0 = keep every one
     keep_train_states: int = 0
@@ -304,6 +322,11 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
     if cfg.task.overlong_prompts not in OVERLONG_POLICIES:
         raise ConfigError(f"task.overlong_prompts={cfg.task.overlong_prompts!r}; choose one of: {', '.join(OVERLONG_POLICIES)}")
     _check_lora(cfg.model.lora)
+    from train.trainers import TRAINERS  # late: the training loops import this module
+
+    if algo.trainer not in TRAINERS:
+        raise ConfigError(f"algorithm.trainer={algo.trainer!r} is unknown; choose one of: {', '.join(TRAINERS.names())}")
+    TRAINERS[algo.trainer].check(cfg)
     return BatchPlan(
         world_size=world_size,
         samples_per_step=samples,

@@ -18,7 +18,7 @@ from train.checkpoint import save_checkpoint
 from train.config import BatchPlan, RunConfig
 from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine
-from train.sampling import collect, greedy_baseline, mix
+from train.sampling import collect, greedy_baseline, mix, task_diagnostics
 from train.tasks import Problem
 from train.tracking import Tracker
 
@@ -63,7 +63,8 @@ def train(t: Trainer, start_step: int = 0) -> None:
             train_actor=step >= cfg.algorithm.critic.warmup_steps,
         )
         t3 = time.perf_counter()
-        metrics = {**rollout_metrics(acc, batch), **got.stats, **update, **timing(acc, batch, got.stats, t0, t1, t2, t3)}
+        metrics = {**rollout_metrics(acc, batch), **got.stats, **update, **timing(acc, batch, got.stats, t0, t1, t2, t3),
+                   **task_diagnostics(acc, cfg.task.name, got)}
         done = step + 1
         if done % cfg.logger.log_every == 0 or done == cfg.trainer.total_steps:
             t.tracker.log(metrics, step=done)

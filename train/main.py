@@ -29,7 +29,7 @@ from train.config import BatchPlan, ConfigError, RunConfig, check, register_conf
 from train.critic import PolicyWithCritic, load_critic, policy_context, policy_of
 from train.distributed import build_accelerator, keep_grad_norm, reporting_hangs, world_size_from_env
 from train.errors import DataError, RunError
-from train.loop import Trainer, train
+from train.loop import Trainer
 from train.lora import AdaptersOff, is_lora, with_lora
 from train.models import load_model, load_tokenizer, resolve_base
 from train.rewards import WeightedRewards
@@ -38,6 +38,7 @@ from train.rollout.hf import HFEngine
 from train.tasks.limits import load_problems
 from train.tasks.templates import chat_problems
 from train.tracking import Tracker, start_metrics, write_run_info
+from train.trainers import TRAINERS
 
 register_configs()
 
@@ -103,7 +104,7 @@ def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, res
         scheduler=scheduler, engine=engine, rewards_of=WeightedRewards.of_task(cfg.task), problems=problems,
         tracker=tracker, run_dir=run_dir, run_config=resolved, ref_model=ref_model,
     )
-    train(trainer, start_step)
+    TRAINERS[cfg.algorithm.trainer].train(trainer, start_step)  # RL, or distillation (algorithm=distill)
     tracker.finish()
     acc.wait_for_everyone()
     return run_dir if acc.is_main_process else None

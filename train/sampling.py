@@ -19,7 +19,7 @@ from algorithms.batch import concat_rollouts
 from train.config import BatchPlan, RunConfig
 from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine, SamplingParams
-from train.tasks import Problem
+from train.tasks import DIAGNOSTICS, Problem
 
 
 @dataclass
@@ -145,11 +145,22 @@ def collect(
     return Collected(picked, [all_prompts[g] for g in chosen], stats)
 
 
-def _function_means(acc: Accelerator, per_function: dict[str, list[float]]) -> dict[str, float]:
-    """``reward/<name>``: each reward function's mean over all processes' samples it applied to (NaN if none)."""
+def _function_means(acc: Accelerator, per_function: dict[str, list[float]], prefix: str = "reward/") -> dict[str, float]:
+    """``<prefix><name>``: each function's mean over all processes' samples it applied to (NaN if none)."""
     local = torch.tensor([[sum(v), float(len(v))] for v in per_function.values()], device=acc.device)
     total = acc.reduce(local, reduction="sum").cpu()
-    return {f"reward/{name}": float(s / n) if n else float("nan") for name, (s, n) in zip(per_function, total.tolist())}
+    return {f"{prefix}{name}": float(s / n) if n else float("nan") for name, (s, n) in zip(per_function, total.tolist())}
+
+
+def task_diagnostics(acc: Accelerator, task_name: str, got: Collected) -> dict[str, float]:
+    """``train/<name>``: the task's rollout diagnostics (``train.tasks.DIAGNOSTICS``), each the mean over all
+    processes' samples it applies to (NaN if none); nothing for a task without diagnostics."""
+    if task_name not in DIAGNOSTICS:
+        return {}
+    per_sample = [got.prompts[int(g)] for g in got.scored.group_ids]
+    values = DIAGNOSTICS[task_name](per_sample, got.scored.texts)
+    present = {name: [float(v) for v in vs if v is not None] for name, vs in values.items()}
+    return _function_means(acc, present, prefix="train/")
 
 
 def _keep_informative(merged: ScoredRollouts, plan: BatchPlan, cfg: RunConfig) -> tuple[ScoredRollouts, list[int], int, int]:

@@ -43,7 +43,7 @@ def sft(
     if tokenizer.eos_token_id is None:
         raise ValueError("sft needs a tokenizer with an EOS token: completions must learn to stop")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    sequences = _tokenize(tokenizer, examples)
+    sequences = tokenize_pairs(tokenizer, examples)
     device = next(model.parameters()).device
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -53,7 +53,7 @@ def sft(
     model.train()
     bar = tqdm(order, total=steps, desc="sft", disable=not progress, dynamic_ncols=True)
     for indices in bar:
-        input_ids, attention_mask, labels = _collate([sequences[i] for i in indices], pad_id)
+        input_ids, attention_mask, labels = collate([sequences[i] for i in indices], pad_id)
         out = model(
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), labels=labels.to(device)
         )
@@ -68,9 +68,30 @@ def sft(
     return losses
 
 
-def _tokenize(tokenizer: PreTrainedTokenizerBase, examples: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-    """(input ids, labels) per example: prompt ids masked with IGNORE, completion ids + EOS kept."""
-    prompts = tokenizer([p for p, _ in examples]).input_ids
+def completion_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed next-token cross-entropy over the positions whose label is not IGNORE, their count).
+
+    logits: (B, T, V); labels: (B, T) from :func:`collate`, IGNORE on prompt and padding. Position t
+    predicts label t + 1 (the causal-LM shift transformers applies to ``labels``), so the sum divided
+    by the count is the ``loss`` a transformers causal LM returns for these labels: the loss ``sft``
+    trains on. Returning the sum lets a caller divide by the tokens of a batch split over micro-batches
+    and processes.
+    """
+    targets = labels[:, 1:].to(logits.device)
+    total = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
+    return total, (targets != IGNORE).sum()
+
+
+def tokenize_pairs(
+    tokenizer: PreTrainedTokenizerBase, examples: list[tuple[str, str]], add_special_tokens: bool = True
+) -> list[tuple[list[int], list[int]]]:
+    """(input ids, labels) per example: prompt ids masked with IGNORE, completion ids + EOS kept.
+
+    ``add_special_tokens=False`` for prompts that carry their own (chat-templated ones), as in generation.
+    """
+    prompts = tokenizer([p for p, _ in examples], add_special_tokens=add_special_tokens).input_ids
     # Tokenized apart from the prompt, as the model will see them when it generates after a prompt.
     completions = tokenizer([c for _, c in examples], add_special_tokens=False).input_ids
     eos = tokenizer.eos_token_id
@@ -86,7 +107,7 @@ def _batches(n: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
     return [stream[s * batch_size : (s + 1) * batch_size] for s in range(steps)]
 
 
-def _collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded (B, T) input_ids, attention_mask and labels (IGNORE on padding)."""
     width = max(len(ids) for ids, _ in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)

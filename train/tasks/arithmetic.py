@@ -130,6 +130,16 @@ def teacher_trace(problem: Problem, rng: random.Random) -> str:
     return STEP_SEP.join(steps) + MARKER + answer
 
 
+def noise_free_trace(problem: Problem, rng: random.Random) -> str:
+    """The teacher's trace without slips: always right (the task's stronger teacher, for distillation).
+
+    >>> always = {fact: (1.0, _wrong_sum(fact, +1)) for fact in _all_facts()}
+    >>> noise_free_trace(make_problem(47, 586, always), random.Random(0))
+    '7+6=13,4+8+1=13,0+5+1=6#633'
+    """
+    return teacher_trace(make_problem(problem.metadata["a"], problem.metadata["b"]), rng)
+
+
 def correct_rate(problem: Problem) -> float:
     """Chance that ``teacher_trace`` ends in the right answer: no step of the right path slips.
 
