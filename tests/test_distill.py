@@ -188,14 +188,13 @@ def test_distill_config_errors_stop_at_start_up(tmp_path, tiny_cache):
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
 
 
-def test_multirun_with_grpo_and_distill_compares_both(tmp_path, tiny_cache):
-    """One job beside the RL algorithms in a multirun: `rlvr-train -m algorithm=grpo,distill`, then the table."""
-    sweep_dir = tmp_path / "multirun"
+def test_rlvr_study_trains_grpo_and_distill_and_compares_them(tmp_path, tiny_cache):
+    """`rlvr-study`: a multirun of GRPO and distillation from one base, ending with their comparison and report."""
+    sweep_dir = tmp_path / "study"
     evals = ["eval.n=4", "eval.num_problems=4", "eval.batch_size=16", "trainer.total_steps=2"]
-    run_cli("rlvr-train", ["-m", "algorithm=grpo,distill", f"hydra.sweep.dir={sweep_dir}", f"model.cache_dir={tiny_cache}",
-                           *TINY, *evals], cwd=tmp_path)
-    proc = run_cli("rlvr-eval", [f"run_dir={sweep_dir}"], cwd=tmp_path)
+    proc = run_cli("rlvr-study", [f"hydra.sweep.dir={sweep_dir}", f"model.cache_dir={tiny_cache}", *TINY, *evals], cwd=tmp_path)
     comparison = json.loads((sweep_dir / "comparison.json").read_text())
-    assert [row["name"] for row in comparison["runs"]] == ["grpo", "distill"]
-    assert all(row["step"] == 2 for row in comparison["runs"])
-    assert "distill" in proc.stdout
+    assert [g["label"] for g in comparison["groups"]] == ["algorithm=grpo", "algorithm=distill"]
+    assert all(g["step"] == 2 and len(g["runs"]) == 1 for g in comparison["groups"])
+    assert "algorithm=distill (step 2):" in proc.stdout and (sweep_dir / "report.md").exists()
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0_grpo", "1_distill"]
