@@ -19,11 +19,11 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from eval.analysis import mcnemar_p, overlap, verdict
+from eval.analysis import mcnemar_p, overlap, subset_ids, verdict
 from eval.bootstrap import Resampling, interval, passk_matrix, seed_draws, two_level_means
 from eval.passk import powers_of_two_upto
 from eval.records import Record, read_records
-from eval.summarize import Summary, SummaryError, ci_words, format_cell, problem_scale
+from eval.summarize import Summary, SummaryError, ci_words, format_cell, output_console, problem_scale
 
 SEED_KEYS = ("seed",)  # overrides that make seeds of one configuration, not configurations
 
@@ -75,35 +75,50 @@ def _differing_keys(runs: list[RunResult]) -> set[str]:
 
 
 def compare(runs: list[RunResult], ci_level: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """The base and every group's last checkpoint (and its steps) with intervals against the base.
+    """The base and every group's last checkpoint (and its steps) with intervals against the base; the
+    same per tag value where problems carry tags (``subsets``).
 
     Raises SummaryError unless every run swept the same base on the same problems at the same n.
     """
     if not runs:
         raise SummaryError("no runs to compare: point rlvr-eval at a multirun folder holding finished runs")
     base, problem_ids, n, k_max = _shared_base(runs)
+    groups = group_runs(runs)
+    for label, members in groups.items():
+        if not set.intersection(*(set(_checkpoint_steps(run)) for run in members)):
+            raise SummaryError(f"{label}: its runs share no evaluated checkpoint step; train and sweep them first")
+    over = lambda ids: _compare_over(groups, ids, base, n, k_max, ci_level, resamples, seed)  # noqa: E731
+    tags = {r.problem_id: r.tags for r in runs[0].records if r.model == "base"}
+    return {
+        "task": runs[0].summary.get("task", ""), "k_max": k_max, "n": n, "ci_level": ci_level,
+        "bootstrap_resamples": resamples, "bootstrap_seed": seed, **over(problem_ids),
+        "subsets": {name: {value: over(sorted(ids)) for value, ids in values.items()} for name, values in subset_ids(tags).items()},
+    }  # fmt: skip
+
+
+def _compare_over(groups: dict[str, list[RunResult]], problem_ids: list[str], base: dict[str, int], n: int, k_max: int,
+                  ci_level: float, resamples: int, seed: int) -> dict[str, Any]:  # fmt: skip
+    """num_problems, the base and the groups, over ``problem_ids``."""
     ks = powers_of_two_upto(k_max)
     problems = Resampling.draw(len(problem_ids), resamples, seed)
-    base_values = passk_matrix(np.full(len(problem_ids), n), base, ks)
+    base_correct = np.array([base[p] for p in problem_ids])
+    base_values = passk_matrix(np.full(len(problem_ids), n), base_correct, ks)
     base_reps = problems.means(base_values)
     lo, hi = interval(base_reps, ci_level)
-    groups = []
-    for label, members in group_runs(runs).items():
+    rows = []
+    for label, members in groups.items():
         steps = sorted(set.intersection(*(set(_checkpoint_steps(run)) for run in members)))
-        if not steps:
-            raise SummaryError(f"{label}: its runs share no evaluated checkpoint step; train and sweep them first")
         seeds = seed_draws(len(members), resamples, seed)
-        rows = [_group_row(members, step, problem_ids, n, ks, base, base_values, base_reps, problems, seeds, ci_level, label)
-                for step in steps]  # fmt: skip
-        groups.append({"label": label, "runs": [r.folder.name for r in members], "seeds": [r.seed for r in members],
-                       **rows[-1], "over_steps": rows})  # fmt: skip
+        per_step = [_group_row(members, step, problem_ids, n, ks, base_correct, base_values, base_reps, problems, seeds,
+                               ci_level, label) for step in steps]  # fmt: skip
+        rows.append({"label": label, "runs": [r.folder.name for r in members], "seeds": [r.seed for r in members],
+                     **per_step[-1], "over_steps": per_step})  # fmt: skip
+    first = next(iter(groups.values()))[0]
     return {
-        "task": runs[0].summary.get("task", ""), "k_max": k_max, "n": n, "num_problems": len(problem_ids),
-        "ci_level": ci_level, "bootstrap_resamples": resamples, "bootstrap_seed": seed,
-        "base": {"model": "base", "path": runs[0].summary["base"]["path"],
-                 "pass_at_k": dict(zip(ks, base_values.mean(0).tolist())),
+        "num_problems": len(problem_ids),
+        "base": {"model": "base", "path": first.summary["base"]["path"], "pass_at_k": dict(zip(ks, base_values.mean(0).tolist())),
                  "pass_at_k_ci": {k: [float(a), float(b)] for k, a, b in zip(ks, lo, hi)}},
-        "groups": groups,
+        "groups": rows,
     }  # fmt: skip
 
 
@@ -130,7 +145,7 @@ def _group_row(members, step, problem_ids, n, ks, base, base_values, base_reps, 
     return row
 
 
-def _shared_base(runs: list[RunResult]) -> tuple[np.ndarray, list[str], int, int]:
+def _shared_base(runs: list[RunResult]) -> tuple[dict[str, int], list[str], int, int]:
     """The base's per-problem correct counts, the problem ids, n and k_max every run shares."""
     first = runs[0]
     for run in runs:
@@ -147,7 +162,7 @@ def _shared_base(runs: list[RunResult]) -> tuple[np.ndarray, list[str], int, int
                                                for p in problem_ids):  # fmt: skip
             raise SummaryError(f"runs {first.folder.name} and {run.folder.name} measured different base models or "
                                "problems; compare runs of one base only")  # fmt: skip
-    base = np.array([bases[0][p].correct for p in problem_ids])
+    base = {p: bases[0][p].correct for p in problem_ids}
     return base, problem_ids, int(first.summary["n"]), int(first.summary["k_max"])
 
 
@@ -193,16 +208,18 @@ def write_comparison(comparison: dict[str, Any], path: Path) -> Path:
 def load_comparison(path: Path) -> dict[str, Any]:
     """Read ``comparison.json``, turning the per-k keys back into ints."""
     comparison = json.loads(Path(path).read_text())
-    rows = [comparison["base"], *comparison["groups"], *(r for g in comparison["groups"] for r in g["over_steps"])]
-    for row in rows:
-        for key in ("pass_at_k", "pass_at_k_ci", "diff_vs_base"):
-            if key in row:
-                row[key] = {int(k): v for k, v in row[key].items()}
+    parts = [comparison, *(part for values in comparison.get("subsets", {}).values() for part in values.values())]
+    for part in parts:
+        rows = [part["base"], *part["groups"], *(r for g in part["groups"] for r in g["over_steps"])]
+        for row in rows:
+            for key in ("pass_at_k", "pass_at_k_ci", "diff_vs_base"):
+                if key in row:
+                    row[key] = {int(k): v for k, v in row[key].items()}
     return comparison
 
 
 def print_comparison(comparison: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or output_console()
     console.print(format_comparison(comparison))
     console.print("Verdicts (group - base, per k):")
     for group in comparison["groups"]:

@@ -198,7 +198,8 @@ def plot_comparison_over_steps(comparison: dict, out_png: str | Path) -> Path:
                     markersize=3, label=f"{group['label']} pass@{k}")  # fmt: skip
             ax.fill_between(steps, [100 * r["pass_at_k_ci"][k][0] for r in rows],
                             [100 * r["pass_at_k_ci"][k][1] for r in rows], color=colours(i % 10), alpha=0.1, linewidth=0)  # fmt: skip
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    steps = sorted({r["step"] for g in comparison["groups"] for r in g["over_steps"]})
+    ax.xaxis.set_major_locator(FixedLocator(steps) if len(steps) <= 12 else MaxNLocator(integer=True))
     ax.set_xlabel("training step")
     ax.set_ylabel("accuracy")
     ax.set_title(f"pass@1 and pass@{k_max} over training  ({comparison['num_problems']} problems, n = {comparison['n']})")

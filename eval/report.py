@@ -153,6 +153,8 @@ def _multirun_report(folder: Path) -> list[str]:
                   f"{g['mcnemar_p']:.3g}"] for g in single]  # fmt: skip
         lines += ["## Solvable problems (Tables 4-5)", "", f"At n = {comparison['n']}, last checkpoints, single-seed groups.", "",
                   *_markdown(rows), ""]  # fmt: skip
+    for tag, values in comparison.get("subsets", {}).items():
+        lines += [f"## By {tag}", "", *_group_subset_table(tag, values), ""]
     perplexity = _group_perplexity(folder, comparison)
     if perplexity:
         plot_perplexity(perplexity, folder / "perplexity.png")
@@ -182,6 +184,20 @@ def _group_steps_table(comparison: dict) -> list[str]:
             diff = r["diff_vs_base"][k]
             rows.append([g["label"], str(r["step"]), _pct(r["pass_at_k"][1], r["pass_at_k_ci"][1]),
                          _pct(r["pass_at_k"][k], r["pass_at_k_ci"][k]), _pct(diff["mean"], diff["ci"], signed=True)])  # fmt: skip
+    return _markdown(rows)
+
+
+def _group_subset_table(tag: str, values: dict[str, dict]) -> list[str]:
+    rows = [[tag, "problems", "model", "pass@1", "pass@k_max", "pass@k_max - base"]]
+    for value, part in values.items():
+        k = max(part["base"]["pass_at_k"])
+        base = part["base"]
+        rows.append([value, str(part["num_problems"]), "base", _pct(base["pass_at_k"][1], base["pass_at_k_ci"][1]),
+                     _pct(base["pass_at_k"][k], base["pass_at_k_ci"][k]), "-"])  # fmt: skip
+        for g in part["groups"]:
+            diff = g["diff_vs_base"][k]
+            rows.append(["", "", g["label"], _pct(g["pass_at_k"][1], g["pass_at_k_ci"][1]),
+                         _pct(g["pass_at_k"][k], g["pass_at_k_ci"][k]), _pct(diff["mean"], diff["ci"], signed=True)])  # fmt: skip
     return _markdown(rows)
 
 

@@ -304,9 +304,16 @@ def ci_words(summary: Summary) -> str:
             f"({summary['bootstrap_resamples']} resamples, seed {summary['bootstrap_seed']})")  # fmt: skip
 
 
+def output_console() -> Console:
+    """stdout; when it is not a terminal (a log file, a pipe), 120 columns rather than rich's 80, so that
+    tables with intervals are written whole instead of cut."""
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
 def print_table(summary: Summary, console: Console | None = None) -> None:
-    """The pass@k table, the verdicts and the overlap table, to ``console`` (a new stdout console if None)."""
-    console = console or Console()
+    """The pass@k table, the verdicts and the overlap table, to ``console`` (:func:`output_console` if None)."""
+    console = console or output_console()
     console.print(format_table(summary))
     if summary["checkpoints"]:
         console.print("Verdicts (model - base, per k):")

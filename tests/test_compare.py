@@ -13,7 +13,8 @@ from eval.summarize import SummaryError
 
 
 def _run(name: str, overrides: list[str], seed: int, correct: dict[int, list[int]], base=(1, 0, 3, 0), n=4) -> RunResult:
-    records = [Record("base", None, "/base", f"p{i}", n, c) for i, c in enumerate(base)]
+    tags = [{"class": "H" if i % 2 else "rest"} for i in range(len(base))]
+    records = [Record("base", None, "/base", f"p{i}", n, c, tags=tags[i]) for i, c in enumerate(base)]
     records += [Record(f"step_{s:06d}", s, f"/{name}/{s}", f"p{i}", n, c) for s, cs in correct.items() for i, c in enumerate(cs)]
     summary = {"task": "t", "n": n, "k_max": n, "num_problems": len(base), "base": {"path": "/base"},
                "checkpoints": [{"step": s} for s in correct]}  # fmt: skip
@@ -47,6 +48,10 @@ def test_comparison_numbers_follow_the_records():
     assert "overlap" not in grpo  # a mean over seeds solves no problem by itself
     assert grpo["delta_se"] == pytest.approx(0.5 - grpo["pass_at_k"][1])
     assert compare(runs, resamples=500, seed=0) == result  # seeded
+    # per tag value: the same comparison over those problems alone (p1, p3 are class H; the base solves neither)
+    hard = result["subsets"]["class"]["H"]
+    assert hard["num_problems"] == 2 and hard["base"]["pass_at_k"][4] == 0.0
+    assert [g["pass_at_k"][4] for g in hard["groups"]] == [pytest.approx(0.0), pytest.approx(1.0)]
 
 
 def test_runs_of_other_bases_or_settings_are_refused():

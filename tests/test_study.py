@@ -1,30 +1,35 @@
-"""Behaviour: the default miniature study, exactly as `rlvr-train` runs it with no arguments, and
+"""Behaviour: the default miniature study, exactly as `rlvr-study` runs it with no arguments, and
 a short run of every algorithm on the built-in task.
 
 RL must lift pass@1 on the test split above the base model's and fall below the base's pass@k_max (the
-routes task's narrowing), and every algorithm must raise its training reward. Slow (minutes): marked ``slow``.
+routes task's narrowing), distillation must raise pass@k_max above the base's, and every algorithm must
+raise its training reward. Slow (minutes): marked ``slow``.
 The built-in base model is built in the default cache (~/.cache/rlvr) on first use and reused.
 """
 
 import pytest
 
-from eval.summarize import load_summary
+from eval.compare import load_comparison
 from tests.cli import metrics, run_cli
 
 
 @pytest.mark.slow
-def test_default_study_rl_beats_base_at_pass1(tmp_path):
-    run_dir = tmp_path / "study"
-    proc = run_cli("rlvr-train", [f"run_dir={run_dir}"], cwd=tmp_path, timeout=1800)
-    summary = load_summary(run_dir / "eval" / "summary.json")
-    base, last = summary["base"]["pass_at_k"], summary["checkpoints"][-1]["pass_at_k"]
-    print(proc.stdout[-4000:])
-    assert summary["n"] == 256 and summary["k_max"] == 256
-    assert last[1] > base[1] + 0.10, f"RL pass@1 {last[1]:.3f} vs base {base[1]:.3f}"
-    assert 0.05 <= base[1] <= 0.5, f"base pass@1 {base[1]:.3f} leaves the study no room"
-    assert base[summary["k_max"]] > base[1] + 0.2, "the base's pass@k must rise well above its pass@1"
-    # the routes task's point: RL prunes the base's minority route, so the base wins at k_max (README: +31 points)
-    assert base[summary["k_max"]] > last[summary["k_max"]] + 0.10, f"base pass@k_max {base[summary['k_max']]:.3f} vs RL {last[summary['k_max']]:.3f}"
+def test_default_study_rl_narrows_and_distillation_widens(tmp_path):
+    """`rlvr-study` as the README runs it: GRPO significantly above the base at pass@1 and significantly below it
+    at pass@k_max, the distilled model above the base at pass@k_max (paired bootstrap intervals exclude 0)."""
+    sweep_dir = tmp_path / "study"
+    proc = run_cli("rlvr-study", [f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, timeout=2400)
+    print(proc.stdout[-6000:])
+    comparison = load_comparison(sweep_dir / "comparison.json")
+    assert comparison["n"] == comparison["k_max"] == 256 and comparison["num_problems"] == 100
+    grpo, distill = comparison["groups"]
+    assert (grpo["label"], distill["label"]) == ("algorithm=grpo", "algorithm=distill")
+    base = comparison["base"]["pass_at_k"]
+    assert 0.05 <= base[1] <= 0.5 and base[256] > base[1] + 0.2, "the base leaves the study no room"
+    assert grpo["diff_vs_base"][1]["ci"][0] > 0, f"GRPO - base at pass@1: {grpo['diff_vs_base'][1]}"
+    assert grpo["diff_vs_base"][256]["ci"][1] < 0, f"GRPO - base at pass@256: {grpo['diff_vs_base'][256]}"
+    assert distill["diff_vs_base"][256]["ci"][0] > 0, f"distill - base at pass@256: {distill['diff_vs_base'][256]}"
+    assert (sweep_dir / "report.md").exists()
 
 
 # ReMax's advantage is the raw reward minus the greedy response's, unnormalised and mostly negative
