@@ -18,7 +18,7 @@ from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
 
-from eval.summarize import Summary
+from eval.summarize import Summary, one_problem
 
 MAX_LEGEND_CHECKPOINTS = 10  # beyond this the legend would bury the curves: a colour bar names the steps
 # viridis without its palest yellow, which vanishes on a white background
@@ -77,8 +77,7 @@ def _band_note(fig: Figure, summary: Summary, which: str) -> None:
 def _band_words(summary: Summary, which: str) -> str | None:
     if "ci_level" not in summary:
         return None
-    return (f"{which}: {100 * summary['ci_level']:g}% paired bootstrap over problems; "
-            f"one problem = {100 / summary['num_problems']:.3g} points")  # fmt: skip
+    return f"{which}: {100 * summary['ci_level']:g}% paired bootstrap over problems; {one_problem(summary)}"
 
 
 def plot_over_steps(summary: Summary, out_png: str | Path) -> Path:

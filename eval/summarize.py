@@ -295,8 +295,14 @@ def format_cell(value: float, ci: list[float], signed: bool = False) -> str:
 
 
 def problem_scale(summary: Summary) -> str:
-    count = summary["num_problems"]
-    return f"{count} problems; one problem = {100 / count:.3g} points"
+    """E.g. "40 problems; one problem = 2.5 points"."""
+    return f"{summary['num_problems']} problems; {one_problem(summary)}"
+
+
+def one_problem(summary: Summary) -> str:
+    """What one problem more or less moves a figure, e.g. "one problem = 2.5 points"."""
+    points = 100 / summary["num_problems"]
+    return f"one problem = {points:.3g} point{'' if points == 1 else 's'}"
 
 
 def ci_words(summary: Summary) -> str:
