@@ -42,8 +42,12 @@ def _run_report(folder: Path, heading: str) -> list[str]:
     config = info["config"]
     ev = config.get("eval", {})
     main = load_summary(folder / "eval" / "summary.json")
+    trained = any(c["step"] is not None for c in main["checkpoints"])
+    what = (f"algorithm `{config.get('algorithm', {}).get('name', '-')}`, seed {config.get('seed', 0)}" if trained
+            else "no training: " + (", ".join(f"`{c['model']}` (`{c['path']}`)" for c in main["checkpoints"]) or "the base alone")
+            + " against it")  # fmt: skip
     lines = [f"{heading} {folder.name}", "",
-             f"Base model `{info['base_model']}`; algorithm `{config.get('algorithm', {}).get('name', '-')}`, seed {config.get('seed', 0)}. "
+             f"Base model `{info['base_model']}`; {what}. "
              f"Sampling for pass@k: n = {main['n']}, temperature {ev.get('temperature')}, top-p {ev.get('top_p')}, "
              f"up to {ev.get('max_new_tokens')} new tokens. {_ci_sentence(main)}", ""]  # fmt: skip
     tasks = [("eval", main)] + [(f"eval/tasks/{p.parent.name}", load_summary(p))

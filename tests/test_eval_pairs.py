@@ -41,6 +41,8 @@ def test_a_base_and_a_published_model_in_one_summary(text_model, other_model, tm
     assert set(released["diff_vs_base"]) == {1, 2, 4} and "verdict" in released
     table = json.loads((run_dir / "eval" / "perplexity.json").read_text())["models"]
     assert sorted(table) == ["base", "released"]
+    report = (run_dir / "report.md").read_text()
+    assert f"no training: `released` (`{other_model}`) against it" in report and released["verdict"]["text"] in report
     # rerun with one more model: the first two are not sampled again
     [records] = (run_dir / "eval").glob("records_*.jsonl")
     before = records.read_text()
