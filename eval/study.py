@@ -22,7 +22,7 @@ from eval.records import Record
 from eval.report import write_report
 from eval.samples import read_samples, samples_path
 from eval.summarize import print_table, summarize, write_summary
-from eval.sweep import SweepTarget, eval_problems, records_path, sweep, targets_of
+from eval.sweep import SweepTarget, eval_problems, problem_hash, records_path, sweep, targets_of
 from train.config import ConfigError, RunConfig, TaskConfig
 from train.tracking import Tracker, read_run_info
 
@@ -97,8 +97,9 @@ def report(
 
 def _perplexity(path: Path, samples_file: Path, targets, problems, cfg: RunConfig, progress: bool) -> dict[str, Any]:
     """The perplexity table of the kept samples, computed once per set of samples."""
-    hashes = {p.id for p in problems}
-    samples = [s for s in read_samples(samples_file) if s.problem_id in hashes and s.model in {t.model for t in targets}]
+    hashes = {p.id: problem_hash(p, cfg.task.columns) for p in problems}  # samples of these problems as they are now
+    models = {t.model for t in targets}
+    samples = [s for s in read_samples(samples_file) if hashes.get(s.problem_id) == s.problem_hash and s.model in models]
     digest = samples_digest(samples)
     stored = read_perplexity(path)
     if stored is None or stored.get("samples_digest") != digest:
