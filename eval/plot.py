@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
 
 from eval.summarize import Summary, one_problem
@@ -160,14 +161,19 @@ def _save(fig: Figure, out_png: str | Path) -> Path:
     return out_png
 
 
+MAX_BANDED_GROUPS = 3  # beyond this, overlapping bands hide the curves: the base keeps its band, the table has the rest
+
+
 def plot_comparison(comparison: dict, out_png: str | Path) -> Path:
-    """pass@k curves of each group's last checkpoint against the shared base (log2 k axis), with bands."""
+    """pass@k curves of each group's last checkpoint against the shared base (log2 k axis), with bands
+    while there are few groups."""
     fig, ax = _figure()
     ks = sorted(comparison["base"]["pass_at_k"])
     colours = matplotlib.colormaps["tab10"]
+    banded = len(comparison["groups"]) <= MAX_BANDED_GROUPS
     for i, group in enumerate(comparison["groups"]):
         seeds = f", {len(group['seeds'])} seeds" if len(group["seeds"]) > 1 else ""
-        _curve(ax, ks, group, colours(i % 10), f"{group['label']} (step {group['step']}{seeds})", band=True)
+        _curve(ax, ks, group, colours(i % 10), f"{group['label']} (step {group['step']}{seeds})", band=banded)
     _curve(ax, ks, comparison["base"], "black", "base", band=True, base=True)
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(ks))
@@ -177,32 +183,37 @@ def plot_comparison(comparison: dict, out_png: str | Path) -> Path:
     ax.set_ylabel("pass@k")
     ax.set_title(f"pass@k by configuration  ({comparison['num_problems']} problems, n = {comparison['n']})")
     ax.legend(fontsize=8, loc="lower right")
-    _band_note(fig, comparison, "bands")
+    _band_note(fig, comparison, "bands" if banded else "band (the base's)")
     return _save(fig, out_png)
 
 
 def plot_comparison_over_steps(comparison: dict, out_png: str | Path) -> Path:
-    """pass@1 (solid) and pass@k_max (dashed) of each group at every evaluated step, with bands;
-    the base's as grey horizontal lines (paper Fig. 1 right)."""
+    """pass@1 (solid) and pass@k_max (dashed) of each group at every evaluated step, with bands while
+    there are few groups; the base's as grey horizontal lines (paper Fig. 1 right)."""
     fig, ax = _figure()
     k_max, base = comparison["k_max"], comparison["base"]["pass_at_k"]
     colours = matplotlib.colormaps["tab10"]
-    ax.axhline(100 * base[1], color="grey", linestyle="-", linewidth=1.2, label="base pass@1")
-    ax.axhline(100 * base[k_max], color="grey", linestyle="--", linewidth=1.2, label=f"base pass@{k_max}")
+    banded = len(comparison["groups"]) <= MAX_BANDED_GROUPS
+    ax.axhline(100 * base[1], color="grey", linestyle="-", linewidth=1.2)
+    ax.axhline(100 * base[k_max], color="grey", linestyle="--", linewidth=1.2)
+    handles = [Line2D([], [], color="grey", label="base"), Line2D([], [], color="black", label="pass@1"),
+               Line2D([], [], color="black", linestyle="--", label=f"pass@{k_max}")]  # fmt: skip
     for i, group in enumerate(comparison["groups"]):
         rows = group["over_steps"]
         steps = [r["step"] for r in rows]
         for k, style in ((1, "-"), (k_max, "--")):
             ax.plot(steps, [100 * r["pass_at_k"][k] for r in rows], color=colours(i % 10), linestyle=style, marker="o",
-                    markersize=3, label=f"{group['label']} pass@{k}")  # fmt: skip
-            ax.fill_between(steps, [100 * r["pass_at_k_ci"][k][0] for r in rows],
-                            [100 * r["pass_at_k_ci"][k][1] for r in rows], color=colours(i % 10), alpha=0.1, linewidth=0)  # fmt: skip
+                    markersize=3)  # fmt: skip
+            if banded:
+                ax.fill_between(steps, [100 * r["pass_at_k_ci"][k][0] for r in rows],
+                                [100 * r["pass_at_k_ci"][k][1] for r in rows], color=colours(i % 10), alpha=0.1, linewidth=0)  # fmt: skip
+        handles.append(Line2D([], [], color=colours(i % 10), marker="o", markersize=3, label=group["label"]))
     steps = sorted({r["step"] for g in comparison["groups"] for r in g["over_steps"]})
     ax.xaxis.set_major_locator(FixedLocator(steps) if len(steps) <= 12 else MaxNLocator(integer=True))
     ax.set_xlabel("training step")
     ax.set_ylabel("accuracy")
     ax.set_title(f"pass@1 and pass@{k_max} over training  ({comparison['num_problems']} problems, n = {comparison['n']})")
-    legend = fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8,
-                        title=_band_words(comparison, "bands"), title_fontsize=7)  # fmt: skip
+    legend = fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=8,
+                        title=_band_words(comparison, "bands") if banded else None, title_fontsize=7)  # fmt: skip
     legend.get_title().set_color("dimgrey")
     return _save(fig, out_png)

@@ -335,3 +335,19 @@ def test_a_killed_rank_ends_the_job_at_once(workdir):
     code, out, seconds = _signal_rank_mid_run(workdir, "none", signal.SIGKILL)
     assert code != 0 and seconds < 30, (code, seconds, out[-3000:])
     assert re.search(r"rank\s+: 1 \(local_rank: 1\)\s+exitcode\s+: -9", out), out[-3000:]  # torchrun names it
+
+
+def test_distillation_under_zero3_saves_what_ddp_trains(workdir):
+    """The distillation arm over 2 processes: ZeRO-3 shards the model, the SFT loss is normalised over the
+    whole batch, so its checkpoint equals a DDP run's, and the model moved off the base."""
+    saved = {}
+    for mode in ("none", "zero3"):
+        run_dir = workdir / f"distill_{mode}_run"
+        _launch([REPO / "launch" / "cpu_2proc.sh", f"deepspeed={mode}", f"run_dir={run_dir}", "algorithm=distill",
+                 f"model.cache_dir={workdir / 'cache'}", *TINY_RUN], cwd=workdir)  # fmt: skip
+        saved[mode] = load_file(_final_checkpoint(run_dir) / "model.safetensors")
+        assert all(m["distill/loss"] > 0 for m in _metrics(run_dir))
+    base = _base_weights(workdir)
+    assert saved["zero3"].keys() == saved["none"].keys() == base.keys()
+    assert _max_abs_diff(saved["none"], base) > 1e-4
+    assert _max_abs_diff(saved["zero3"], saved["none"]) < 1e-5

@@ -34,7 +34,7 @@ class Trainer:
     tokenizer: PreTrainedTokenizerBase
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    engine: RolloutEngine
+    engine: Optional[RolloutEngine]  # None for a trainer that samples nothing (distillation)
     rewards_of: WeightedRewards  # task.reward's verdicts and the task.rewards-weighted training reward
     problems: Sequence[Problem]  # the train split
     tracker: Tracker

@@ -91,7 +91,8 @@ def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, res
     model, optimizer = acc.prepare(model, optimizer)
     keep_grad_norm(acc, model)
     acc.register_for_checkpointing(scheduler)
-    engine = _rollout_engine(cfg, base, tokenizer, model, acc)  # before resuming: vLLM reseeds torch's RNG
+    kind = TRAINERS[cfg.algorithm.trainer]
+    engine = _rollout_engine(cfg, base, tokenizer, model, acc) if kind.samples else None  # before resuming: vLLM reseeds torch's RNG
     uses_ref = cfg.algorithm.kl_coef > 0 or cfg.algorithm.reward_kl_coef > 0
     ref_model = _reference(cfg, base, model, acc) if uses_ref else None
     if start_step:
@@ -104,7 +105,7 @@ def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, res
         scheduler=scheduler, engine=engine, rewards_of=WeightedRewards.of_task(cfg.task), problems=problems,
         tracker=tracker, run_dir=run_dir, run_config=resolved, ref_model=ref_model,
     )
-    TRAINERS[cfg.algorithm.trainer].train(trainer, start_step)  # RL, or distillation (algorithm=distill)
+    kind.train(trainer, start_step)  # RL, or distillation (algorithm=distill)
     tracker.finish()
     acc.wait_for_everyone()
     return run_dir if acc.is_main_process else None

@@ -16,6 +16,7 @@ from train.config import RunConfig
 class TrainerKind:
     train: Callable[[loop.Trainer, int], None]  # the loop: steps start_step .. trainer.total_steps
     check: Callable[[RunConfig], None]  # raises ConfigError saying how to fix a setting this loop cannot use
+    samples: bool = True  # draws rollouts from the policy, so needs a rollout engine (a colocated vLLM holds memory)
 
 
 def _no_checks(cfg: RunConfig) -> None:
@@ -24,6 +25,6 @@ def _no_checks(cfg: RunConfig) -> None:
 
 TRAINERS: Registry = Registry("trainer")
 TRAINERS.register("rl")(TrainerKind(train=loop.train, check=_no_checks))
-TRAINERS.register("distill")(TrainerKind(train=distill.train, check=distill.check_config))
+TRAINERS.register("distill")(TrainerKind(train=distill.train, check=distill.check_config, samples=False))
 
 __all__ = ["TRAINERS", "TrainerKind"]
