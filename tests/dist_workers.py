@@ -91,11 +91,14 @@ def weights_of(accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def train_and_dump(dump_dir: Path, overrides: list[str]) -> None:
+    import dataclasses
+
     import train.loop as loop
     import train.main as entry
+    from algorithms.registry import Registry
 
     fingerprints: list[str] = []
-    real_update, real_train = loop.update_policy, entry.train
+    real_update, real_train = loop.update_policy, entry.TRAINERS["rl"].train
 
     def recording_update(accelerator, model, optimizer, scheduler, batch, *args, **kwargs):
         data = torch.cat([batch.prompt_ids.flatten(), batch.response_ids.flatten()]).numpy().tobytes()
@@ -110,7 +113,11 @@ def train_and_dump(dump_dir: Path, overrides: list[str]) -> None:
         torch.save({"weights": weights, "batches": fingerprints}, dump_dir / f"rank{rank}.pt")
 
     loop.update_policy = recording_update
-    entry.train = train_then_dump
+    trainers = Registry("trainer")  # the entry point's table, with the RL loop followed by the dump
+    for name in entry.TRAINERS:
+        kind = entry.TRAINERS[name]
+        trainers.register(name)(dataclasses.replace(kind, train=train_then_dump) if name == "rl" else kind)
+    entry.TRAINERS = trainers
     sys.argv = [sys.argv[0], *overrides]
     entry.main()
 

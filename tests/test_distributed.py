@@ -344,7 +344,7 @@ def test_distillation_under_zero3_saves_what_ddp_trains(workdir):
     for mode in ("none", "zero3"):
         run_dir = workdir / f"distill_{mode}_run"
         _launch([REPO / "launch" / "cpu_2proc.sh", f"deepspeed={mode}", f"run_dir={run_dir}", "algorithm=distill",
-                 f"model.cache_dir={workdir / 'cache'}", *TINY_RUN], cwd=workdir)  # fmt: skip
+                 "trainer.lr=3e-3", f"model.cache_dir={workdir / 'cache'}", *TINY_RUN], cwd=workdir)  # fmt: skip
         saved[mode] = load_file(_final_checkpoint(run_dir) / "model.safetensors")
         assert all(m["distill/loss"] > 0 for m in _metrics(run_dir))
     base = _base_weights(workdir)
