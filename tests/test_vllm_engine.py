@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["12+34=", "7+5=", "305+96="]
 # test_distributed.py's small base with a head size vLLM's CPU attention takes (64 / 2 heads = 32)
 DIST_RUN = [
-    "model.builtin.hidden_size=64", "model.builtin.num_layers=2", "model.builtin.num_heads=2",
+    "task=arithmetic", "model.builtin.hidden_size=64", "model.builtin.num_layers=2", "model.builtin.num_heads=2",
     "model.builtin.intermediate_size=128", "model.builtin.sft_steps=300", "model.builtin.sft_traces=2000",
     "task.slip_rate=0.05", "task.max_digits=2", "task.train_size=2000", "task.test_size=100",
     "trainer.total_steps=3", "trainer.save_every=3", "trainer.prompts_per_step=4", "trainer.micro_batch_size=8",
