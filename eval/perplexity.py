@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from eval.samples import SampleSet
 from train.actor import response_forward
 from train.config import RunConfig
-from train.models import load_model, load_tokenizer
+from train.models import load_for_inference, load_tokenizer
 from train.tasks import Problem
 from train.tasks.templates import chat_problems
 
@@ -66,7 +66,7 @@ def perplexity_table(
     scorers = [base, *(name for name in models if name != base)]
     for scorer in tqdm(scorers, desc="perplexity", unit="model", disable=not progress):
         tokenizer = load_tokenizer(models[scorer], cfg.model)
-        model = load_model(models[scorer], cfg.model)
+        model = load_for_inference(models[scorer], cfg.model)
         for writer in (models if scorer == base else [scorer]):
             sets = [s for s in samples if s.model == writer and s.problem_id in by_id]
             prompts = [p.prompt for p in _prompts([by_id[s.problem_id] for s in sets], tokenizer, cfg)]

@@ -26,13 +26,13 @@ from eval.records import Record, append_records, done_keys, read_records
 from eval.samples import SampleSet, append_samples, samples_path
 from train.checkpoint import list_checkpoints
 from train.config import ConfigError, EvalConfig, RunConfig
-from train.models import load_model, load_tokenizer, resolve_base
+from train.models import load_for_inference, load_tokenizer, resolve_base
 from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine, SamplingParams
 from train.rollout.hf import HFEngine
 from train.sampling import score
 from train.tasks import Problem
-from train.tasks.limits import load_problems
+from train.tasks.limits import load_problems, longest_prompt
 from train.tasks.templates import chat_problems
 
 
@@ -107,14 +107,16 @@ def eval_problems(cfg: RunConfig, base: str | None = None) -> list[Problem]:
     return problems[: cfg.eval.num_problems] if cfg.eval.num_problems else problems
 
 
-def engine_for(path: str, tokenizer, cfg: RunConfig) -> RolloutEngine:
-    """An engine sampling from the model at ``path``, of the run's kind (``rollout.engine``)."""
+def engine_for(path: str, tokenizer, cfg: RunConfig, max_model_len: int | None = None) -> RolloutEngine:
+    """An engine sampling from the model at ``path``, of the run's kind (``rollout.engine``), on this
+    process's device. ``max_model_len``: the longest sequence a vLLM engine must hold (prompt + answer)."""
     if cfg.rollout.engine == "vllm":  # one vLLM engine per process: later targets reload its weights
         from train.rollout.vllm_engine import VLLMEngine
 
-        return VLLMEngine(path, tokenizer, None, cfg.rollout.vllm, dtype=cfg.model.dtype, seed=cfg.eval.seed,
-                          add_special_tokens=not cfg.task.chat, trust_remote_code=cfg.model.trust_remote_code)
-    model = load_model(path, cfg.model)
+        return VLLMEngine(path, tokenizer, None, cfg.rollout.vllm, max_model_len=max_model_len, dtype=cfg.model.dtype,
+                          seed=cfg.eval.seed, add_special_tokens=not cfg.task.chat,
+                          trust_remote_code=cfg.model.trust_remote_code)  # fmt: skip
+    model = load_for_inference(path, cfg.model)
     return HFEngine.for_model(tokenizer, model, batch_size=cfg.eval.batch_size, add_special_tokens=not cfg.task.chat)
 
 
@@ -144,7 +146,7 @@ def sweep(
         if not todo:
             continue
         tokenizer = load_tokenizer(target.path, cfg.model)
-        engine = engine_for(target.path, tokenizer, cfg)
+        engine = engine_for(target.path, tokenizer, cfg, max_model_len=_model_len(cfg, problems, tokenizer))
         bar = tqdm(total=sum(map(len, todo)), desc=f"pass@k {target.model}", unit="problem", disable=not progress)
         for chunk in todo:
             _sample_chunk(path, target, chunk, hashes, engine, tokenizer, verifier, cfg)
@@ -181,6 +183,15 @@ def _sample_chunk(
                problem_hash=hashes[p.id], tags=problem_tags(p))
         for (_, p), c in zip(chunk, verdicts.sum(-1))
     ])  # fmt: skip
+
+
+def _model_len(cfg: RunConfig, problems: Sequence[Problem], tokenizer) -> int | None:
+    """vLLM's sequence length for these problems (rollout.vllm.max_model_len, or their longest prompt + budget)."""
+    if cfg.rollout.engine != "vllm":
+        return None
+    from train.rollout.vllm_engine import model_len
+
+    return model_len(cfg, longest_prompt(problems, tokenizer, cfg.task.chat))
 
 
 def _write_key(path: Path, cfg: RunConfig) -> None:

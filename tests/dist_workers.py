@@ -5,6 +5,12 @@
     ZeRO-3) and a fingerprint of each rollout batch it trained on to ``DUMP_DIR/rank<r>.pt``. Ranks
     see different batches, so equal weights on all ranks mean the updates were really synchronised.
 
+``python dist_workers.py stream OUT``
+    A tiny model and a LoRA-adapted one, partitioned by DeepSpeed ZeRO-3 over the processes, read through
+    ``train.lora.streamed_weights`` (what the vLLM engine is pushed); at each tensor read, the parameters
+    gathered at that moment are counted. Rank 0 saves the counts, the streamed weights and the weights
+    gathered all at once with ``plain_weights`` to ``OUT``.
+
 ``python dist_workers.py update OUT PRESET LOSS_AGG [LOSS_AGG ...]``
     One ``update_policy`` step (plain SGD, lr 1, no clipping) on the fixed batch of ``fixed_batch``,
     each process taking its contiguous share; rank 0 saves the updated weights and the reported
@@ -97,8 +103,15 @@ def train_and_dump(dump_dir: Path, overrides: list[str]) -> None:
     import train.main as entry
     from algorithms.registry import Registry
 
+    from accelerate import Accelerator
+
     fingerprints: list[str] = []
-    real_update, real_train = loop.update_policy, entry.TRAINERS["rl"].train
+    state_dicts_taken = []  # calls of get_state_dict on this rank (a full copy of the weights each, under ZeRO 0-2)
+    real_update, real_train, real_get = loop.update_policy, entry.TRAINERS["rl"].train, Accelerator.get_state_dict
+
+    def counting_get(self, model, unwrap=True):
+        state_dicts_taken.append(1)
+        return real_get(self, model, unwrap)
 
     def recording_update(accelerator, model, optimizer, scheduler, batch, *args, **kwargs):
         data = torch.cat([batch.prompt_ids.flatten(), batch.response_ids.flatten()]).numpy().tobytes()
@@ -110,9 +123,11 @@ def train_and_dump(dump_dir: Path, overrides: list[str]) -> None:
         weights = weights_of(trainer.accelerator, trainer.model)
         dump_dir.mkdir(parents=True, exist_ok=True)
         rank = trainer.accelerator.process_index
-        torch.save({"weights": weights, "batches": fingerprints}, dump_dir / f"rank{rank}.pt")
+        torch.save({"weights": weights, "batches": fingerprints, "state_dicts_taken": len(state_dicts_taken)},
+                   dump_dir / f"rank{rank}.pt")
 
     loop.update_policy = recording_update
+    Accelerator.get_state_dict = counting_get
     trainers = Registry("trainer")  # the entry point's table, with the RL loop followed by the dump
     for name in entry.TRAINERS:
         kind = entry.TRAINERS[name]
@@ -120,6 +135,41 @@ def train_and_dump(dump_dir: Path, overrides: list[str]) -> None:
     entry.TRAINERS = trainers
     sys.argv = [sys.argv[0], *overrides]
     entry.main()
+
+
+def stream(out: Path) -> None:
+    import deepspeed
+    from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+
+    from train.config import LoRAConfig
+    from train.lora import gathered, plain_weights, streamed_weights, with_lora
+
+    torch.set_num_threads(1)
+    deepspeed.init_distributed(dist_backend="gloo")
+    zero3 = {"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1}
+    results = {}
+    for kind in ("plain", "lora"):
+        model = tiny_model()
+        if kind == "lora":
+            model = with_lora(model, LoRAConfig(rank=4, alpha=8.0))
+            with torch.no_grad():  # adapters that change the weights (PEFT starts B at zero)
+                for name, param in model.named_parameters():
+                    if "lora_B" in name:
+                        param.normal_(std=0.5, generator=torch.Generator().manual_seed(0))
+        deepspeed.zero.Init(module=model, config_dict_or_path=zero3)
+        params = list(model.parameters())
+        assert all(p.ds_status == ZeroParamStatus.NOT_AVAILABLE for p in params)  # really partitioned
+        streamed, live = {}, []
+        for name, tensor in streamed_weights(model):
+            live.append(sum(p.ds_status == ZeroParamStatus.AVAILABLE for p in params))
+            streamed[name] = tensor.detach().cpu().clone()
+        after = sum(p.ds_status != ZeroParamStatus.NOT_AVAILABLE for p in params)
+        with gathered(params):
+            whole = {name: t.detach().cpu().clone() for name, t in plain_weights(model, model.named_parameters())}
+        results[kind] = {"live": live, "after": after, "streamed": streamed, "whole": whole, "params": len(params)}
+    if torch.distributed.get_rank() == 0:
+        torch.save(results, out)
+    torch.distributed.barrier()
 
 
 def one_update(out: Path, preset: str, aggregations: list[str]) -> None:
@@ -167,7 +217,9 @@ if __name__ == "__main__":
     mode, target, *rest = sys.argv[1:]
     if mode == "train":
         train_and_dump(Path(target), rest)
+    elif mode == "stream":
+        stream(Path(target))
     elif mode == "update":
         one_update(Path(target), rest[0], rest[1:])
     else:
-        raise SystemExit(f"unknown mode {mode!r}; use train or update")
+        raise SystemExit(f"unknown mode {mode!r}; use train, stream or update")

@@ -140,6 +140,8 @@ def test_both_ranks_hold_the_same_trained_weights(trained, workdir, mode):
     assert _deepspeed_files(checkpoint) == {"none": (False, 0), "zero0": (True, 0), "zero2": (True, 2)}[mode]
     norms = [m["actor/grad_norm"] for m in _metrics(folder / "run")]
     assert len(norms) == STEPS and all(math.isfinite(n) and n > 0 for n in norms)
+    # only rank 0, which writes the weights, took a full copy of them for the one checkpoint
+    assert (rank0["state_dicts_taken"], rank1["state_dicts_taken"]) == (1, 0)
 
 
 @pytest.mark.parametrize("mode", ["zero0", "zero2"])
@@ -197,6 +199,22 @@ def test_lora_under_zero3_saves_what_ddp_trains(workdir):
     moved = {name for name in base if not torch.equal(base[name], saved["zero3"][name])}
     assert moved and all(name.endswith("proj.weight") for name in moved), moved
     assert _max_abs_diff(saved["zero3"], saved["none"]) < 1e-5
+
+
+def test_the_weight_push_gathers_one_layer_at_a_time(workdir):
+    """What the vLLM engine is pushed under ZeRO-3: each parameter (a LoRA layer with its adapters) gathered
+    only while it is read, never the whole model, and the same weights as gathering everything at once."""
+    out = workdir / "stream.pt"
+    _launch(["torchrun", "--standalone", "--nproc_per_node", 2, WORKER, "stream", out], cwd=workdir)
+    results = torch.load(out)
+    for kind, layer_params in (("plain", 1), ("lora", 3)):  # a LoRA layer: base weight, lora_A, lora_B
+        got = results[kind]
+        assert got["live"] and max(got["live"]) == layer_params, (kind, got["live"])
+        assert got["after"] == 0  # all released again
+        assert got["params"] > 5 * layer_params  # the whole model is much more than what was ever gathered
+        assert got["streamed"].keys() == got["whole"].keys()
+        assert all(torch.equal(got["streamed"][n], got["whole"][n]) for n in got["whole"]), kind
+    assert not any("lora" in name for name in results["lora"]["streamed"])  # merged, under the plain names
 
 
 AGGREGATIONS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]

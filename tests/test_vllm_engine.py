@@ -71,11 +71,10 @@ def tokenizer(model_folder):
 
 @pytest.fixture(scope="module")
 def engine(model_folder, tokenizer, policy):
-    import contextlib
-
+    from train.lora import streamed_weights
     from train.rollout.vllm_engine import VLLMEngine
 
-    return VLLMEngine(str(model_folder), tokenizer, lambda: contextlib.nullcontext(policy), ENGINE_CFG, dtype="float32")
+    return VLLMEngine(str(model_folder), tokenizer, lambda: streamed_weights(policy), ENGINE_CFG, dtype="float32")
 
 
 def _actor_logprobs(model: torch.nn.Module, rollouts: Rollouts, temperature: float) -> torch.Tensor:
@@ -164,22 +163,21 @@ def test_sync_weights_pushes_the_policy(engine, policy):
 
 def test_sync_weights_pushes_a_lora_policy_merged(engine, model_folder, policy):
     """A PEFT policy reaches vLLM as the plain model it stands for: base weights plus adapter deltas."""
-    import contextlib
-
     from tests.test_lora import adapted
+    from train.lora import streamed_weights
 
     lora = adapted(AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.float32)).eval()
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=1)
     before = engine.generate(PROMPTS, params)
-    held = engine.model_context
-    engine.model_context = lambda: contextlib.nullcontext(lora)
+    held = engine.weights
+    engine.weights = lambda: streamed_weights(lora)
     try:
         engine.sync_weights(lora)
         after = engine.generate(PROMPTS, params)
         assert after.texts != before.texts
         assert torch.allclose(after.sample_logprobs, _actor_logprobs(lora, after, 1.0), atol=1e-4)
     finally:
-        engine.model_context = held
+        engine.weights = held
         engine.sync_weights(policy)
     assert engine.generate(PROMPTS, params).texts == before.texts
 
@@ -204,7 +202,8 @@ def test_grpo_trains_with_vllm_rollouts(tmp_path):
     """rlvr-train rollout=vllm: rollouts from vLLM, weights pushed each step, the policy learns, and the
     closing pass@k sweep samples with vLLM too."""
     vllm_shape = ["model.builtin.hidden_size=64", "model.builtin.num_heads=2"]  # vLLM CPU: head size >= 32
-    args = [*TINY, *vllm_shape, f"model.cache_dir={tmp_path / 'cache'}", "rollout=vllm", "rollout.vllm.max_model_len=96",
+    # rollout.vllm.max_model_len left null: the longest prompt + the larger response budget, for training and sweep
+    args = [*TINY, *vllm_shape, f"model.cache_dir={tmp_path / 'cache'}", "rollout=vllm", "rollout.vllm.max_num_seqs=64",
             "rollout.vllm.enforce_eager=true", "trainer.total_steps=4", "trainer.save_every=4", "trainer.lr=3e-4",
             "eval.n=8", "eval.num_problems=6", f"run_dir={tmp_path / 'run'}"]
     run_cli("rlvr-train", args, cwd=tmp_path, timeout=900)
@@ -272,8 +271,30 @@ def test_engines_built_later_share_the_process_engine(engine, model_folder, toke
         swept = engine_for(str(tmp_path), tokenizer, cfg)  # the eval sweep's engine for a checkpoint
         assert swept.llm is engine.llm
         assert swept.generate(PROMPTS, params).texts == HFEngine.for_model(tokenizer, checkpoint).generate(PROMPTS, params).texts
-        other = dataclasses.replace(ENGINE_CFG, max_model_len=64)
+        shorter = VLLMEngine(str(model_folder), tokenizer, None, dataclasses.replace(ENGINE_CFG, max_model_len=64),
+                             dtype="float32")
+        assert shorter.llm is engine.llm  # sequences of 64 tokens fit the held engine's 128
         with pytest.raises(RuntimeError, match="one per process"):
-            VLLMEngine(str(model_folder), tokenizer, None, other, dtype="float32")
+            VLLMEngine(str(model_folder), tokenizer, None, dataclasses.replace(ENGINE_CFG, max_num_seqs=32), dtype="float32")
+        with pytest.raises(RuntimeError, match="set rollout.vllm.max_model_len=256"):
+            VLLMEngine(str(model_folder), tokenizer, None, dataclasses.replace(ENGINE_CFG, max_model_len=256), dtype="float32")
     finally:
         engine.load_weights_from(str(model_folder))
+
+
+def test_training_rollouts_seed_the_engine_and_the_sweep_seeds_each_request(engine, model_folder, tokenizer, monkeypatch):
+    """A seed on every request puts each sequence on vLLM's per-request sampling path (TRL seeds the engine only);
+    the sweep keeps them, so a chunk sampled again after a crash draws the same samples."""
+    from train.rollout.vllm_engine import VLLMEngine
+
+    sent = []
+    real = engine.llm.generate
+    monkeypatch.setattr(engine.llm, "generate", lambda prompts, requests, **kw: sent.append(requests) or real(prompts, requests, **kw))
+    training = VLLMEngine(str(model_folder), tokenizer, None, ENGINE_CFG, dtype="float32", seed_requests=False)
+    assert training.llm is engine.llm
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8, seed=4)
+    rollouts = training.generate(PROMPTS, params)
+    assert len(rollouts) == 2 * len(PROMPTS) and [r.seed for r in sent[-1]] == [None] * len(PROMPTS)
+    engine.generate(PROMPTS, params)
+    seeds = [r.seed for r in sent[-1]]
+    assert None not in seeds and len(set(seeds)) == len(PROMPTS)

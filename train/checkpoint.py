@@ -28,6 +28,7 @@ from typing import Any, Iterator, Optional
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from safetensors import SafetensorError
 from transformers import PreTrainedTokenizerBase
 from trl.models.utils import unwrap_model_for_generation
@@ -79,15 +80,18 @@ def save_checkpoint(
     tokenizer: PreTrainedTokenizerBase,
     meta: dict[str, Any],
     keep_train_states: int = 0,
+    weights_dtype: Optional[torch.dtype] = None,
 ) -> Path:
     """Save on all processes (ZeRO shards are gathered or saved per rank); returns the final folder.
 
     ``keep_train_states`` > 0: afterwards, only the newest that many checkpoints keep ``train_state/``.
+    ``weights_dtype``: the floating dtype of the HF-format weights (``model.dtype``; float32 masters
+    trained under DDP are written in it); None = as trained. ``train_state/`` keeps them as trained.
     """
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(f".tmp-{final.name}")
     try:
-        _write(accelerator, tmp, step, model, tokenizer, meta)
+        _write(accelerator, tmp, step, model, tokenizer, meta, weights_dtype)
     except (OSError, RuntimeError, SafetensorError) as err:
         if is_collective_failure(err):  # a collective failed, not the write: train.distributed explains it
             raise
@@ -110,29 +114,60 @@ class CheckpointSaveError(RunError):
 
 
 def _write(
-    accelerator: Accelerator, tmp: Path, step: int, model, tokenizer: PreTrainedTokenizerBase, meta: dict[str, Any]
+    accelerator: Accelerator, tmp: Path, step: int, model, tokenizer: PreTrainedTokenizerBase, meta: dict[str, Any],
+    weights_dtype: Optional[torch.dtype] = None,
 ) -> None:
     """Everything of a checkpoint into ``tmp``; on return every process has written its part."""
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3
+    # Only rank 0 writes the weights, so only it takes them: under ZeRO 0-2 accelerate copies the whole
+    # model into host memory for this (a 7B model: 15 GB per process, 8 processes a node). Under ZeRO-3
+    # it is a collective that consolidates the shards on rank 0.
+    state_dict = accelerator.get_state_dict(model) if accelerator.is_main_process or consolidates(accelerator) else None
     accelerator.save_state(str(tmp / "train_state"))  # model, optimizer, RNG; every rank writes its part
     with _readable(model, accelerator) as module:
         if accelerator.is_main_process:
             parts = split_state_dict(state_dict, module)
             policy = policy_of(module)
             # LoRA: the merged weights under the plain model's names, and the adapter on its own
-            plain_model(policy).save_pretrained(tmp, state_dict=plain_state_dict(policy, parts["policy"]),
-                                                safe_serialization=True)
+            plain_model(policy).save_pretrained(
+                tmp, state_dict=_in_dtype(plain_state_dict(policy, parts["policy"]), weights_dtype), safe_serialization=True
+            )
             if is_lora(policy):
                 policy.save_pretrained(tmp / "adapter", state_dict=parts["policy"], safe_serialization=True)
             if "critic" in parts:
-                module.critic.save_pretrained(tmp / "critic", state_dict=parts["critic"], safe_serialization=True)
+                module.critic.save_pretrained(tmp / "critic", state_dict=_in_dtype(parts["critic"], weights_dtype),
+                                              safe_serialization=True)
             tokenizer.save_pretrained(tmp)
             _write_json(tmp / META, {"step": step, **meta})
     accelerator.wait_for_everyone()
+
+
+def consolidates(accelerator: Accelerator) -> bool:
+    """Whether taking the full state dict is a collective: DeepSpeed ZeRO-3 gathers the shards to rank 0."""
+    return accelerator.distributed_type == DistributedType.DEEPSPEED and (
+        accelerator.deepspeed_config["zero_optimization"]["stage"] == 3
+    )
+
+
+def _in_dtype(state_dict: dict[str, torch.Tensor], dtype: Optional[torch.dtype]) -> dict[str, torch.Tensor]:
+    """Floating tensors in ``dtype``; tensors that shared memory (tied embeddings) still do, so
+    ``save_pretrained`` keeps writing them once."""
+    if dtype is None:
+        return state_dict
+    cast: dict[tuple, torch.Tensor] = {}
+    out = {}
+    for name, tensor in state_dict.items():
+        if not tensor.is_floating_point() or tensor.dtype == dtype:
+            out[name] = tensor
+            continue
+        key = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key not in cast:
+            cast[key] = tensor.to(dtype)
+        out[name] = cast[key]
+    return out
 
 
 def save_failure(run_dir: Path, tmp: Path, step: int, err: BaseException) -> str:

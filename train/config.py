@@ -152,8 +152,11 @@ class TaskConfig:
 @dataclass
 class VLLMConfig:
     gpu_memory_utilization: float = 0.3  # share of each GPU vLLM takes (weights + KV cache) beside training (TRL's colocate default)
-    max_model_len: Optional[int] = None  # prompt + response tokens per sequence; null = the model's limit (smaller saves KV cache)
+    # prompt + response tokens per sequence; null = the run's longest prompt (train and test split) + the larger of
+    # rollout.max_new_tokens and eval.max_new_tokens (never the model's own limit: its KV cache may not fit)
+    max_model_len: Optional[int] = None
     max_num_seqs: int = 256  # sequences vLLM decodes at once: throughput against memory
+    max_num_batched_tokens: int = 4096  # tokens per scheduler step (TRL's colocate value; vLLM's 32k default misleads its memory profiler)
     enforce_eager: bool = False  # true: no CUDA graphs (less memory and start-up time, slower decoding)
     enable_prefix_caching: bool = True  # the n samples of a prompt share its KV cache
     dtype: str = "auto"  # vLLM's weight dtype; auto = model.dtype (bfloat16 saves memory against float32 training weights)
@@ -413,6 +416,11 @@ def _check_engine(rollout: RolloutConfig) -> None:
         return
     if not 0 < rollout.vllm.gpu_memory_utilization <= 1:
         raise ConfigError(f"rollout.vllm.gpu_memory_utilization={rollout.vllm.gpu_memory_utilization} must be in (0, 1]")
+    if rollout.vllm.max_num_batched_tokens < rollout.vllm.max_num_seqs:  # vLLM refuses it at start-up
+        raise ConfigError(
+            f"rollout.vllm.max_num_batched_tokens={rollout.vllm.max_num_batched_tokens} is below rollout.vllm.max_num_seqs="
+            f"{rollout.vllm.max_num_seqs}; raise it or lower max_num_seqs"
+        )
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:

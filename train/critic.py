@@ -51,10 +51,12 @@ class PolicyWithCritic(torch.nn.Module):
         self.critic.gradient_checkpointing_disable()
 
 
-def load_critic(name_or_path: str, model_cfg: ModelConfig) -> PreTrainedModel:
-    """A token-level value model: the backbone of ``name_or_path`` with a fresh 1-output head."""
+def load_critic(name_or_path: str, model_cfg: ModelConfig, dtype: str | None = None) -> PreTrainedModel:
+    """A token-level value model: the backbone of ``name_or_path`` with a fresh 1-output head, in
+    ``dtype`` (default ``model.dtype``). Its head's dropout (0.1 by default) is on until
+    ``train.models.without_dropout`` turns it off."""
     return AutoModelForTokenClassification.from_pretrained(
-        name_or_path, num_labels=1, dtype=DTYPES[model_cfg.dtype], trust_remote_code=model_cfg.trust_remote_code
+        name_or_path, num_labels=1, dtype=DTYPES[dtype or model_cfg.dtype], trust_remote_code=model_cfg.trust_remote_code
     )
 
 

@@ -38,6 +38,7 @@ from train.actor import clip_gradients
 from train.checkpoint import save_checkpoint
 from train.config import BatchPlan, ConfigError, RunConfig
 from train.loop import Trainer, step_generator
+from train.models import DTYPES
 from train.sampling import mix, prompts_for_step
 from train.sft import IGNORE, collate, completion_loss, tokenize_pairs
 from train.tasks import TEACHERS, Problem, TraceFn
@@ -80,7 +81,7 @@ def train(t: Trainer, start_step: int = 0) -> None:
         bar.set_postfix(loss=f"{metrics['distill/loss']:.4f}")
         if done % cfg.trainer.save_every == 0 or done == cfg.trainer.total_steps:
             save_checkpoint(acc, t.run_dir, done, t.model, t.tokenizer, {"metrics": metrics, "config": t.run_config},
-                            keep_train_states=cfg.trainer.keep_train_states)
+                            keep_train_states=cfg.trainer.keep_train_states, weights_dtype=DTYPES[cfg.model.dtype])
 
 
 def sft_update(

@@ -23,6 +23,7 @@ from accelerate import Accelerator, DeepSpeedPlugin, InitProcessGroupKwargs
 from accelerate.utils import DistributedType
 
 from train.config import BatchPlan, RunConfig
+from train.models import mixed_precision
 from train.errors import RunError
 
 CHECK_MAX_S = 15.0  # longest wait for the other ranks in the check after a timeout
@@ -48,6 +49,13 @@ def deepspeed_config(cfg: RunConfig, plan: BatchPlan) -> dict[str, Any]:
     return ds
 
 
+def zero_stage(cfg: RunConfig) -> int:
+    """The DeepSpeed ZeRO stage the run trains under; -1 without DeepSpeed."""
+    if cfg.deepspeed.preset == "none":
+        return -1
+    return int(dict(cfg.deepspeed.config).get("zero_optimization", {}).get("stage", 0))
+
+
 def build_accelerator(cfg: RunConfig, plan: BatchPlan) -> Accelerator:
     """One ``Accelerator`` for every mode: 1 process, DDP, or DeepSpeed; GPUs or CPUs (gloo)."""
     on_cpu = not torch.cuda.is_available()
@@ -64,7 +72,7 @@ def build_accelerator(cfg: RunConfig, plan: BatchPlan) -> Accelerator:
         plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(cfg, plan))
     return Accelerator(
         gradient_accumulation_steps=plan.grad_accum,
-        mixed_precision=cfg.trainer.mixed_precision,
+        mixed_precision=mixed_precision(cfg),  # bf16 model.dtype: float32 masters, bf16 compute
         deepspeed_plugin=plugin,
         kwargs_handlers=handlers,
         # Without GPUs, plain DDP must be told it runs on CPUs to pick gloo (MULTI_CPU); DeepSpeed

@@ -16,6 +16,7 @@ from algorithms import AdvantageInputs, ScoredRollouts, TrainBatch, compute_adva
 from train.actor import batched_forward, update_policy
 from train.checkpoint import save_checkpoint
 from train.config import BatchPlan, RunConfig
+from train.models import DTYPES
 from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine
 from train.sampling import collect, greedy_baseline, mix, task_diagnostics
@@ -71,7 +72,7 @@ def train(t: Trainer, start_step: int = 0) -> None:
         bar.set_postfix(acc=f"{metrics['train/accuracy']:.2f}", reward=f"{metrics['train/reward_mean']:.2f}")
         if done % cfg.trainer.save_every == 0 or done == cfg.trainer.total_steps:
             save_checkpoint(acc, t.run_dir, done, t.model, t.tokenizer, {"metrics": metrics, "config": t.run_config},
-                            keep_train_states=cfg.trainer.keep_train_states)
+                            keep_train_states=cfg.trainer.keep_train_states, weights_dtype=DTYPES[cfg.model.dtype])
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:

@@ -17,7 +17,8 @@ PPO's critic is not adapted; it trains in full beside the adapted policy.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+import contextlib
+from typing import ContextManager, Iterable, Iterator
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -29,13 +30,20 @@ from train.config import ConfigError, LoRAConfig
 _PEFT_PREFIX = "base_model.model."
 
 
-def with_lora(model: PreTrainedModel, cfg: LoRAConfig) -> PeftModel:
-    """``model`` with trainable LoRA adapters on ``cfg.target_modules``; its own weights frozen."""
+def with_lora(model: PreTrainedModel, cfg: LoRAConfig, zero3: bool = False) -> PeftModel:
+    """``model`` with trainable LoRA adapters on ``cfg.target_modules``; its own weights frozen.
+
+    ``zero3``: the model is trained under DeepSpeed ZeRO-3. PEFT then keeps the adapters in the base
+    model's dtype instead of upcasting them to float32 (``autocast_adapter_dtype=False``, as TRL does):
+    ZeRO-3 gathers a module's parameters into one buffer of the first one's dtype, so bf16 base weights
+    beside fp32 adapters fail at the first optimizer step (TRL #6089, DeepSpeed #8072). DeepSpeed's
+    bf16 optimizer keeps fp32 master copies of the adapters anyway.
+    """
     targets = cfg.target_modules[0] if list(cfg.target_modules) == ["all-linear"] else list(cfg.target_modules)
     peft_cfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                           bias="none", task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, peft_cfg)
+        return get_peft_model(model, peft_cfg, autocast_adapter_dtype=not zero3)
     except ValueError as err:  # PEFT: target modules not found in the base model
         linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
         raise ConfigError(
@@ -51,23 +59,70 @@ def is_lora(model: torch.nn.Module) -> bool:
 def plain_weights(model: torch.nn.Module, named: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
     """``named`` (parameters or a state dict of ``model``) under the names of the plain model.
 
-    A PEFT model's base weights come back with the adapter's delta added (a new tensor) and PEFT's
-    name parts removed; adapter tensors are left out. Other models' tensors pass through unchanged.
-    Under ZeRO-3, call it inside a context that gathers the parameters.
+    A PEFT model's base weights come back with the adapter's delta added (a new tensor, on the device
+    and in the dtype of the given tensor: under DeepSpeed a state dict sits in host memory while the
+    adapters are on the GPU) and PEFT's name parts removed; adapter tensors are left out. Other
+    models' tensors pass through unchanged. Under ZeRO-3, call it inside a context that gathers the
+    parameters, or use :func:`streamed_weights`.
     """
     if not is_lora(model):
         yield from named
         return
-    adapter = model.active_adapter
     for name, tensor in named:
         if model.prefix in name:  # "lora_": the adapter itself, folded into its base weight below
             continue
-        plain = name.removeprefix(_PEFT_PREFIX).replace(".base_layer", "")
-        if name.endswith(".base_layer.weight"):
-            layer = model.get_submodule(name.removesuffix(".base_layer.weight"))
-            if isinstance(layer, LoraLayer) and adapter in layer.lora_A and not layer.merged:
-                tensor = tensor + layer.get_delta_weight(adapter).to(tensor.dtype)
-        yield plain, tensor
+        layer = _adapted_layer(model, name)
+        yield _plain_name(name), (tensor if layer is None else _merged(model, layer, tensor))
+
+
+def streamed_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The weights of ``model`` as :func:`plain_weights` gives them, one layer at a time.
+
+    Under DeepSpeed ZeRO-3 each parameter is gathered (with the adapters of its layer, for LoRA) only
+    while it is read, so no process ever holds more than one layer gathered; TRL streams parameters
+    into vLLM the same way. Each gather is a collective: every process must read the whole iterator,
+    in order. A tensor read must be used or copied before the next one is asked for.
+    """
+    lora = is_lora(model)
+    for name, param in model.named_parameters():
+        if lora and model.prefix in name:
+            continue
+        layer = _adapted_layer(model, name) if lora else None
+        with gathered([param] if layer is None else list(layer.parameters())):
+            if layer is None:
+                yield (_plain_name(name) if lora else name), param.detach()
+            else:
+                yield _plain_name(name), _merged(model, layer, param.detach())
+
+
+def gathered(params: list[torch.nn.Parameter]) -> ContextManager:
+    """``params`` whole on this process inside the context: ZeRO-3 partitioned ones are gathered (a
+    collective, read-only), others are already whole."""
+    partitioned = [p for p in params if hasattr(p, "ds_id")]
+    if not partitioned:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned)
+
+
+def _plain_name(name: str) -> str:
+    return name.removeprefix(_PEFT_PREFIX).replace(".base_layer", "")
+
+
+def _adapted_layer(model: PeftModel, name: str) -> LoraLayer | None:
+    """The LoRA layer whose base weight ``name`` is, when its active adapter is unmerged."""
+    if not name.endswith(".base_layer.weight"):
+        return None
+    layer = model.get_submodule(name.removesuffix(".base_layer.weight"))
+    if isinstance(layer, LoraLayer) and model.active_adapter in layer.lora_A and not layer.merged:
+        return layer
+    return None
+
+
+def _merged(model: PeftModel, layer: LoraLayer, base: torch.Tensor) -> torch.Tensor:
+    """``base`` plus the layer's adapter delta, computed where the adapters are and added where ``base`` is."""
+    return base + layer.get_delta_weight(model.active_adapter).to(device=base.device, dtype=base.dtype)
 
 
 def plain_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -27,15 +27,15 @@ from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation
 from train.checkpoint import latest_checkpoint, list_checkpoints, load_training_state, remove_partial_checkpoints
 from train.config import BatchPlan, ConfigError, RunConfig, check, register_configs
 from train.critic import PolicyWithCritic, load_critic, policy_context, policy_of
-from train.distributed import build_accelerator, keep_grad_norm, reporting_hangs, world_size_from_env
+from train.distributed import build_accelerator, keep_grad_norm, reporting_hangs, world_size_from_env, zero_stage
 from train.errors import DataError, RunError
 from train.loop import Trainer
-from train.lora import AdaptersOff, is_lora, with_lora
-from train.models import load_model, load_tokenizer, resolve_base
+from train.lora import AdaptersOff, is_lora, streamed_weights, with_lora
+from train.models import load_model, load_tokenizer, resolve_base, trained_dtype, without_dropout
 from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine
 from train.rollout.hf import HFEngine
-from train.tasks.limits import load_problems
+from train.tasks.limits import load_problems, longest_prompt
 from train.tasks.templates import chat_problems
 from train.tracking import Tracker, start_metrics, write_run_info
 from train.trainers import TRAINERS
@@ -76,6 +76,7 @@ def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, res
     tokenizer = load_tokenizer(base, cfg.model)
     # before the models: a bad row or an overlong prompt stops the run within seconds
     problems = load_problems(cfg, "train", base, tokenizer, verbose=acc.is_main_process)
+    prompt_tokens = _longest_prompt(cfg, base, tokenizer, problems) if cfg.rollout.engine == "vllm" else 0
     if cfg.task.chat:  # instruct models: prompts in the tokenizer's chat template
         problems = chat_problems(problems, tokenizer)
     model = _trained_module(cfg, base)
@@ -92,7 +93,7 @@ def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, res
     keep_grad_norm(acc, model)
     acc.register_for_checkpointing(scheduler)
     kind = TRAINERS[cfg.algorithm.trainer]
-    engine = _rollout_engine(cfg, base, tokenizer, model, acc) if kind.samples else None  # before resuming: vLLM reseeds torch's RNG
+    engine = _rollout_engine(cfg, base, tokenizer, model, acc, prompt_tokens) if kind.samples else None  # before resuming: vLLM reseeds torch's RNG
     uses_ref = cfg.algorithm.kl_coef > 0 or cfg.algorithm.reward_kl_coef > 0
     ref_model = _reference(cfg, base, model, acc) if uses_ref else None
     if start_step:
@@ -112,25 +113,45 @@ def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, res
 
 
 def _trained_module(cfg: RunConfig, base: str) -> torch.nn.Module:
-    """The policy (with LoRA adapters when ``model.lora.rank`` > 0), or the policy and its critic as one module (PPO)."""
-    policy = load_model(base, cfg.model)
+    """The policy (with LoRA adapters when ``model.lora.rank`` > 0), or the policy and its critic as one module (PPO).
+
+    Weights are held in :func:`~train.models.trained_dtype` (float32 masters under plain DDP) and
+    without dropout: old log-probs and values come from eval mode, updates from train mode, so any
+    active dropout would make the PPO ratio and value clipping measure noise (TRL's
+    ``disable_dropout_in_model``, applied to every model its PPO trainer holds).
+    """
+    dtype = trained_dtype(cfg)
+    policy = load_model(base, cfg.model, dtype=dtype)
     if cfg.model.lora.rank:
-        policy = with_lora(policy, cfg.model.lora)
+        policy = with_lora(policy, cfg.model.lora, zero3=zero_stage(cfg) == 3)
     if not cfg.algorithm.critic.enabled:
-        return policy
-    return PolicyWithCritic(policy, load_critic(cfg.algorithm.critic.name_or_path or base, cfg.model))
+        return without_dropout(policy)
+    critic = load_critic(cfg.algorithm.critic.name_or_path or base, cfg.model, dtype=dtype)
+    return PolicyWithCritic(without_dropout(policy), without_dropout(critic))
 
 
-def _rollout_engine(cfg: RunConfig, base: str, tokenizer, model: torch.nn.Module, acc) -> RolloutEngine:
+def _longest_prompt(cfg: RunConfig, base: str, tokenizer, train_problems) -> int:
+    """Tokens of the longest prompt the rollout engine will see: the train split's and, when the run ends
+    with its sweep, the test split's (one vLLM engine per process serves both)."""
+    problems = list(train_problems)
+    if cfg.eval.after_train and cfg.task.test_split:
+        problems += load_problems(cfg, "test", base, tokenizer, verbose=False)
+    return longest_prompt(problems, tokenizer, cfg.task.chat)
+
+
+def _rollout_engine(cfg: RunConfig, base: str, tokenizer, model: torch.nn.Module, acc, prompt_tokens: int) -> RolloutEngine:
     """The engine that samples training rollouts from the current policy (``rollout.engine``)."""
-    policy = lambda: policy_context(unwrap_model_for_generation(model, acc))  # noqa: E731  ZeRO-3: gathered
     if cfg.rollout.engine == "vllm":
-        from train.rollout.vllm_engine import VLLMEngine
+        from train.rollout.vllm_engine import VLLMEngine, model_len
 
+        # the policy's weights streamed one (gathered) layer at a time, never the critic's
+        weights = lambda: streamed_weights(policy_of(acc.unwrap_model(model)))  # noqa: E731
         return VLLMEngine(
-            base, tokenizer, policy, cfg.rollout.vllm, dtype=cfg.model.dtype, seed=cfg.seed + acc.process_index,
-            add_special_tokens=not cfg.task.chat, trust_remote_code=cfg.model.trust_remote_code,
+            base, tokenizer, weights, cfg.rollout.vllm, max_model_len=model_len(cfg, prompt_tokens), dtype=cfg.model.dtype,
+            seed=cfg.seed + acc.process_index, seed_requests=False, add_special_tokens=not cfg.task.chat,
+            trust_remote_code=cfg.model.trust_remote_code,
         )
+    policy = lambda: policy_context(unwrap_model_for_generation(model, acc))  # noqa: E731  ZeRO-3: gathered
     return HFEngine(tokenizer, policy, cfg.rollout.batch_size, add_special_tokens=not cfg.task.chat)
 
 

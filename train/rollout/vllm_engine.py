@@ -6,8 +6,20 @@ group instead of spawning workers; a lone process uses vLLM's single-process exe
 own share of the prompts (tensor parallelism is not supported yet), and before each step takes
 the policy's current weights with vLLM's in-place reload (``collective_rpc("reload_weights")``), the
 path that repacks weights for every backend (TRL's ``model.load_weights`` skips that repacking and
-fails on vLLM's CPU backend). Under DeepSpeed ZeRO-3 the weights are gathered for the push, as for
-HF ``generate``.
+fails on vLLM's CPU backend). The weights are streamed into it one parameter at a time; under
+DeepSpeed ZeRO-3 each is gathered only while vLLM reads it (``train.lora.streamed_weights``, TRL's
+way), so the push never holds the whole model gathered.
+
+Sizing (TRL's colocate settings): ``max_model_len`` left null is the longest prompt of the run plus
+the larger response budget (``rollout.max_new_tokens``, ``eval.max_new_tokens``), not the model's
+own limit (131,072 tokens for Qwen2.5-7B, whose KV cache for one sequence would not fit a 0.3 share
+of a GPU beside training); ``max_num_batched_tokens`` is bounded (4096) so vLLM's memory profiler
+does not reserve for 32k-token batches.
+
+Seeds: training rollouts are seeded through the engine (``seed`` at start-up, one per process), as in
+TRL; seeding each request would put every sequence on vLLM's per-request sampling path, a Python loop
+per decoding step. The eval sweep seeds each request (``seed_requests``): a chunk sampled again after
+a crash then draws what it drew before, at that cost.
 
 The sampler's log-probs are vLLM's ``processed_logprobs`` (TRL's choice): the distribution it sampled
 from, after temperature and top-p. With top-p 1 (the paper's training setting) that equals the HF
@@ -19,14 +31,13 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from algorithms.batch import Rollouts
-from train.config import VLLMConfig
-from train.lora import plain_weights
+from train.config import RunConfig, VLLMConfig
 from train.rollout.base import SamplingParams, assemble_rollouts
 
 _SEED_SPACE = 2**31  # vLLM seeds child j of a request with seed + j: draw request seeds far apart
@@ -41,16 +52,28 @@ def _executor_backend() -> str:
 def _retie_output_embeddings(worker) -> bool:
     """Runs on each vLLM worker after a reload. The checkpoint loader skips a tied output layer, so the
     in-place reload puts back its old kernel tensors (on CPU, a GEMM prepacked from the old embeddings):
-    tie it to the new embeddings and let its method prepare it again, as after the first load."""
+    tie it to the new embeddings and let its method prepare it again, as after the first load.
+
+    Only a separate output layer (vLLM's ``ParallelLMHead``: Llama, Qwen2, Qwen3, Gemma 3) needs it; a
+    model whose logits come from the embedding itself (no ``lm_head``, as Gemma 2, or ``lm_head`` the
+    embedding module) was reloaded with it. Returns whether a head was re-tied.
+    """
     model = worker.model_runner.get_model()
     if not getattr(getattr(model, "config", None), "tie_word_embeddings", False):
         return False
     head, embed = getattr(model, "lm_head", None), getattr(getattr(model, "model", None), "embed_tokens", None)
-    if head is None or embed is None:
+    if head is None or head is embed:
+        return False
+    if embed is None or not callable(getattr(head, "tie_weights", None)):
         raise RuntimeError(f"{type(model).__name__} ties its embeddings in a layout the vllm engine cannot re-tie")
     head.tie_weights(embed)
     head.quant_method.process_weights_after_loading(head)
     return True
+
+
+def _holds(held: Optional[int], wanted: Optional[int]) -> bool:
+    """Whether an engine built for sequences of ``held`` tokens takes ones of ``wanted`` (None: the model's limit)."""
+    return held is None or (wanted is not None and wanted <= held)
 
 
 # vLLM keeps process-wide parallel state, so a process holds one LLM; engines built later share it
@@ -69,7 +92,13 @@ def _process_llm(model_path: str, settings: dict[str, Any], seed: int, trust_rem
     if _PROCESS_LLM:
         held = {**_PROCESS_LLM["settings"], **_PROCESS_LLM["shape"]}
         wanted = {**settings, **shape}
-        differ = {key: (held[key], wanted[key]) for key in held if held[key] != wanted[key]}
+        differ = {key: (held[key], wanted[key]) for key in held if held[key] != wanted[key] and key != "max_model_len"}
+        if not _holds(held["max_model_len"], wanted["max_model_len"]):  # a shorter need is met by the held engine
+            raise RuntimeError(
+                f"this process's vLLM engine holds sequences of up to {held['max_model_len']} tokens, and {model_path} "
+                f"needs {wanted['max_model_len']} (longer prompts here): set rollout.vllm.max_model_len="
+                f"{wanted['max_model_len']} for the run; the sweep's records so far are kept"
+            )
         if differ:
             raise RuntimeError(
                 f"this process already holds a vLLM engine, and vLLM allows one per process; {model_path} would need "
@@ -87,33 +116,40 @@ def _process_llm(model_path: str, settings: dict[str, Any], seed: int, trust_rem
 class VLLMEngine:
     """``RolloutEngine`` over this process's in-process vLLM ``LLM``.
 
-    ``model_context`` yields the policy whose weights ``sync_weights`` pushes (under ZeRO-3, TRL's
-    ``unwrap_model_for_generation``, which gathers them); None for an engine that only samples (the
-    eval sweep). ``model_path``, the base model's or a checkpoint's folder or hub id, is where the
-    weights first come from. Engines built later in the same process share the one ``LLM``.
+    ``weights`` returns the policy's current weights as (name, tensor) pairs under the plain model's
+    names (``train.lora.streamed_weights``): what ``sync_weights`` pushes; None for an engine that only
+    samples (the eval sweep). ``model_path``, the base model's or a checkpoint's folder or hub id, is
+    where the weights first come from. ``max_model_len``: the longest sequence (prompt + response) it
+    must hold (see :func:`model_len`). ``seed_requests``: seed each request from ``SamplingParams.seed``
+    (the sweep); otherwise only the engine is seeded (training rollouts). Engines built later in the
+    same process share the one ``LLM``.
     """
 
     def __init__(
         self,
         model_path: str,
         tokenizer: PreTrainedTokenizerBase,
-        model_context: Callable[[], ContextManager[torch.nn.Module]] | None,
+        weights: Callable[[], Iterable[tuple[str, torch.Tensor]]] | None,
         cfg: VLLMConfig,
+        max_model_len: Optional[int] = None,
         dtype: str = "auto",
         seed: int = 0,
+        seed_requests: bool = True,
         add_special_tokens: bool = True,
         trust_remote_code: bool = False,
     ) -> None:
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs pad and eos tokens (set tokenizer.pad_token / eos_token)")
         self.tokenizer = tokenizer
-        self.model_context = model_context
+        self.weights = weights
+        self.seed_requests = seed_requests
         self.add_special_tokens = add_special_tokens
         settings = dict(
             dtype=cfg.dtype if cfg.dtype != "auto" else dtype,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
-            max_model_len=cfg.max_model_len,
+            max_model_len=cfg.max_model_len or max_model_len,
             max_num_seqs=cfg.max_num_seqs,
+            max_num_batched_tokens=cfg.max_num_batched_tokens,
             enforce_eager=cfg.enforce_eager,
             enable_prefix_caching=cfg.enable_prefix_caching,
             logprobs_mode="processed_logprobs",
@@ -124,12 +160,10 @@ class VLLMEngine:
             self.load_weights_from(str(model_path))
 
     def sync_weights(self, model: torch.nn.Module) -> None:
-        """Push the policy's current weights (from ``model_context``) into vLLM, in place."""
-        if self.model_context is None:
-            raise RuntimeError("this engine was built without a model_context, so it has no weights to sync from")
-        with self.model_context() as policy:  # LoRA: the merged weights, under the plain model's names
-            weights = list(plain_weights(policy, ((name, param.detach()) for name, param in policy.named_parameters())))
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        """Push the policy's current weights (from ``weights``) into vLLM, in place, as they are read."""
+        if self.weights is None:
+            raise RuntimeError("this engine was built without weights to sync from (weights=None)")
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(self.weights())})
         self._after_reload()
 
     def _after_reload(self) -> None:
@@ -156,7 +190,7 @@ class VLLMEngine:
                 top_p=1.0 if params.greedy else params.top_p,
                 max_tokens=params.max_new_tokens,
                 stop_token_ids=list(stop_ids),
-                seed=draw.randrange(_SEED_SPACE),
+                seed=draw.randrange(_SEED_SPACE) if self.seed_requests else None,
                 logprobs=0,  # the sampled token's log-prob only
                 detokenize=False,  # texts are decoded below, as for every engine
             )
@@ -171,3 +205,11 @@ class VLLMEngine:
                 logprob_rows.append([step[token].logprob for token, step in zip(sample.token_ids, sample.logprobs)])
         group_ids = torch.arange(len(prompts)).repeat_interleave(params.n)
         return assemble_rollouts(prompt_rows, response_rows, logprob_rows, group_ids, self.tokenizer, stop_ids)
+
+
+def model_len(cfg: RunConfig, prompt_tokens: int) -> Optional[int]:
+    """The sequence length a vLLM engine must hold: ``rollout.vllm.max_model_len`` when set, else the
+    longest prompt (``prompt_tokens``) plus the larger of the rollout and eval response budgets."""
+    if cfg.rollout.vllm.max_model_len:
+        return cfg.rollout.vllm.max_model_len
+    return prompt_tokens + max(cfg.rollout.max_new_tokens, cfg.eval.max_new_tokens)

@@ -104,6 +104,13 @@ def prompt_lengths(prompts: Sequence[str], tokenizer: Any, limit: int, chat: boo
     return lengths
 
 
+def longest_prompt(problems: Sequence[Problem], tokenizer: Any, chat: bool) -> int:
+    """Tokens of the longest of ``problems``' prompts as the engine feeds them (they fit already: see
+    :func:`load_problems`); 0 for none."""
+    lengths = prompt_lengths([p.prompt for p in problems], tokenizer, _UNSET, chat)
+    return max((n for n in lengths if n is not None), default=0)
+
+
 def fit_prompts(
     problems: Sequence[Problem], cfg: RunConfig, split: str, limit: PromptLimit, tokenizer: Any, verbose: bool = True
 ) -> list[Problem]:
@@ -146,4 +153,4 @@ def load_problems(cfg: RunConfig, split: str, base: str, tokenizer: Any, verbose
     return fit_prompts(problems, cfg, split, limit, tokenizer, verbose=verbose)
 
 
-__all__ = ["PromptLimit", "context_length", "fit_prompts", "load_problems", "prompt_limit", "prompt_lengths"]
+__all__ = ["PromptLimit", "context_length", "fit_prompts", "load_problems", "longest_prompt", "prompt_limit", "prompt_lengths"]
