@@ -71,8 +71,9 @@ def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, res
     start_step = _start_step_or_fail(cfg, run_dir)
     with acc.main_process_first():  # rank 0 builds the built-in base; the others then find it cached
         base = resolve_base(cfg.model, cfg.task, progress=acc.is_main_process)
+    placement = _placement(cfg, acc)  # a collective: every process says where it runs
     if acc.is_main_process:
-        write_run_info(run_dir, base, resolved)
+        write_run_info(run_dir, base, resolved, placement)
     tokenizer = load_tokenizer(base, cfg.model)
     # before the models: a bad row or an overlong prompt stops the run within seconds
     problems = load_problems(cfg, "train", base, tokenizer, verbose=acc.is_main_process)
@@ -110,6 +111,14 @@ def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, res
     tracker.finish()
     acc.wait_for_everyone()
     return run_dir if acc.is_main_process else None
+
+
+def _placement(cfg: RunConfig, acc: Accelerator) -> dict:
+    """Where the run trains: each process's device (``cuda:LOCAL_RANK`` on GPUs), how, in which precision."""
+    from accelerate.utils import gather_object
+
+    return {"devices": gather_object([str(acc.device)]), "distributed_type": str(acc.distributed_type.value),
+            "mixed_precision": acc.mixed_precision, "weights_dtype": trained_dtype(cfg), "zero_stage": zero_stage(cfg)}
 
 
 def _trained_module(cfg: RunConfig, base: str) -> torch.nn.Module:

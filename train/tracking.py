@@ -137,10 +137,12 @@ def set_aside_metrics(run_dir: Path) -> Optional[Path]:
 RUN_INFO = "run.json"
 
 
-def write_run_info(run_dir: Path, base: str, config: dict[str, Any]) -> None:
-    """What ``rlvr-eval`` needs to sweep this run later: the base model and the resolved config."""
+def write_run_info(run_dir: Path, base: str, config: dict[str, Any], placement: Optional[dict[str, Any]] = None) -> None:
+    """What ``rlvr-eval`` needs to sweep this run later: the base model and the resolved config; and
+    where it ran (``placement``: each process's device, the distributed mode, the precision)."""
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / RUN_INFO).write_text(json.dumps({"base_model": base, "config": config}, indent=2))
+    info = {"base_model": base, "config": config, **({"placement": placement} if placement else {})}
+    (Path(run_dir) / RUN_INFO).write_text(json.dumps(info, indent=2))
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:

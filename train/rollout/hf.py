@@ -101,6 +101,10 @@ class HFEngine:
             pad_token_id=pad,
             logits_processor=[recorder],
             use_cache=True,
+            # Lockstep with the other processes only for ZeRO-3 partitioned weights. transformers turns it on
+            # whenever a ZeRO-3 config is set and there are peers, which would stall a model loaded whole for
+            # rank 0's sweep after a ZeRO-3 run, waiting on processes that are not sampling.
+            synced_gpus=any(hasattr(p, "ds_id") for p in model.parameters()),
         )
         response_ids = out[:, width:].cpu()
         logprobs = recorder.chosen(out[:, -1]).cpu()
