@@ -22,3 +22,9 @@ def too_few(prompts, completions, **kwargs):
 
 
 NOT_A_FUNCTION = 3
+
+
+def digit_share(prompts, completions, **kwargs):
+    """The share of digits among a completion's characters: varies between any two texts, so a group's
+    advantages are not all zero even when no answer is right."""
+    return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]

@@ -26,10 +26,12 @@ pytestmark = [
 ]
 
 
-def test_vllm_engine_suite_passes_in_its_environment():
+@pytest.mark.parametrize("module", ["tests/test_vllm_engine.py", "tests/test_vllm_real_model.py"])
+def test_vllm_suite_passes_in_its_environment(module):
+    """Each module in a process of its own: vLLM holds one engine per process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     proc = subprocess.run(
-        [VLLM_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_vllm_engine.py"],
+        [VLLM_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", module],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
     )
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""

@@ -94,6 +94,10 @@ class LoRAConfig:
 @dataclass
 class ModelConfig:
     name_or_path: str = "builtin"  # "builtin" (built and cached here), a hub id or a local folder
+    # a GGUF file in name_or_path (a folder or hub id), converted once into an HF folder in cache_dir (train/gguf.py)
+    gguf_file: Optional[str] = None
+    # an installed Python distribution that holds the model: name_or_path is then a folder inside it (model=smollm2)
+    package: Optional[str] = None
     dtype: str = "float32"  # float32, bfloat16 or float16 for weights and compute
     cache_dir: str = "~/.cache/rlvr"  # where the built-in base model is kept between runs
     trust_remote_code: bool = False  # allow model code from the hub (only for models you trust)

@@ -15,11 +15,20 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def resolve_base(model_cfg: ModelConfig, task_cfg: TaskConfig, progress: bool = True) -> str:
-    """The folder or hub id of the base model; builds (or finds cached) the built-in one."""
+    """The folder or hub id of the base model; builds (or finds cached) the built-in one, converts (or finds
+    converted) a GGUF file."""
     if model_cfg.name_or_path == "builtin":
         from train.base_model import ensure_builtin_base
 
         return str(ensure_builtin_base(model_cfg, task_cfg, progress=progress))
+    if model_cfg.gguf_file:
+        from train.gguf import ensure_converted
+
+        return str(ensure_converted(model_cfg, progress=progress))
+    if model_cfg.package:
+        from train.gguf import package_folder
+
+        return str(package_folder(model_cfg))
     return model_cfg.name_or_path
 
 
