@@ -106,11 +106,12 @@ def train_and_dump(dump_dir: Path, overrides: list[str]) -> None:
     from accelerate import Accelerator
 
     fingerprints: list[str] = []
-    state_dicts_taken = []  # calls of get_state_dict on this rank (a full copy of the weights each, under ZeRO 0-2)
+    state_dicts_taken = []  # the checkpoint's calls of get_state_dict on this rank (under ZeRO 0-2 a host copy of the weights)
     real_update, real_train, real_get = loop.update_policy, entry.TRAINERS["rl"].train, Accelerator.get_state_dict
 
     def counting_get(self, model, unwrap=True):
-        state_dicts_taken.append(1)
+        if sys._getframe(1).f_globals["__name__"] == "train.checkpoint":  # not accelerate's save_state (DDP: references)
+            state_dicts_taken.append(1)
         return real_get(self, model, unwrap)
 
     def recording_update(accelerator, model, optimizer, scheduler, batch, *args, **kwargs):
