@@ -102,7 +102,7 @@ def test_a_base_sweep_of_gsm8k_stores_the_verifiers_verdicts(converted, cache, t
 
     run_dir = tmp_path / "base"
     run_cli("rlvr-eval", ["base_only=true", f"run_dir={run_dir}", *SMOLLM2, f"model.cache_dir={cache}", "eval.n=4",
-                          "eval.num_problems=3", "eval.max_new_tokens=160", "eval.keep_samples=4", "eval.batch_size=12"],
+                          "eval.num_problems=3", "eval.max_new_tokens=128", "eval.keep_samples=4", "eval.batch_size=12"],
             cwd=tmp_path, timeout=900)
     (records_file,) = (run_dir / "eval").glob("records_gsm8k_*.jsonl")
     records = read_records(records_file)
@@ -123,14 +123,14 @@ def test_a_base_sweep_of_gsm8k_stores_the_verifiers_verdicts(converted, cache, t
 @pytest.mark.parametrize("lora", [0, 8], ids=["full", "lora"])
 def test_grpo_steps_move_the_model_and_save_a_loadable_checkpoint(converted, cache, tmp_path, lora):
     """Two GRPO steps on GSM8K train problems (chat template, EOS stops, truncation counted). The verifier
-    rarely pays a 135M model in 96 tokens, so a shaping reward (the share of digits) keeps advantages non-zero."""
+    rarely pays a 135M model in 64 tokens, so a shaping reward (the share of digits) keeps advantages non-zero."""
     from transformers import AutoModelForCausalLM
 
     run_dir = tmp_path / "run"
     run_cli("rlvr-train", [*SMOLLM2, f"model.cache_dir={cache}", f"run_dir={run_dir}", f"model.lora.rank={lora}",
                            "+task.rewards={math:1.0,tests.reward_plugins.digit_share:1.0}",
                            "trainer.total_steps=2", "trainer.save_every=2", "trainer.prompts_per_step=2",
-                           "algorithm.samples_per_prompt=4", "trainer.micro_batch_size=4", "rollout.max_new_tokens=96",
+                           "algorithm.samples_per_prompt=4", "trainer.micro_batch_size=4", "rollout.max_new_tokens=64",
                            "trainer.lr=1e-4" if lora else "trainer.lr=2e-6", "trainer.warmup_steps=0",
                            "eval.after_train=false", "trainer.keep_train_states=1"],
             cwd=Path(__file__).resolve().parents[1], timeout=900)  # the repo: tests.reward_plugins imports from it
