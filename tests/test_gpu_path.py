@@ -184,6 +184,16 @@ def test_vllm_sequence_length_follows_the_prompts_and_budgets():
     assert _holds(4096, 2000) and not _holds(2000, 4096) and _holds(None, 10**6) and not _holds(4096, None)
 
 
+def test_vllm_step_budget_holds_a_full_batch_on_cpus(monkeypatch):
+    from train.config import VLLMConfig
+    from train.rollout.vllm_engine import _batched_tokens
+
+    cfg = VLLMConfig(max_num_seqs=64)
+    assert _batched_tokens(cfg, 352) == 64 * 352  # here: no GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _batched_tokens(cfg, 352) == 4096  # TRL's bound on GPUs
+
+
 def test_vllm_batched_tokens_below_max_num_seqs_is_refused():
     from train.config import ConfigError, RolloutConfig, VLLMConfig, _check_engine
 

