@@ -138,6 +138,7 @@ def sweep(
     _warn_changed(path, done, hashes)
     per_call = max(1, ev.batch_size // ev.n)  # problems per generate call
     chunks = [list(enumerate(problems))[start : start + per_call] for start in range(0, len(problems), per_call)]
+    length = None  # vLLM's sequence length for these problems: measured once, with the first tokenizer loaded
     for target in targets:
         # Chunks are aligned to the problem list and seeded by their first index, so a chunk sampled
         # again after a crash draws exactly what it drew before, and a resumed sweep equals an
@@ -146,7 +147,8 @@ def sweep(
         if not todo:
             continue
         tokenizer = load_tokenizer(target.path, cfg.model)
-        engine = engine_for(target.path, tokenizer, cfg, max_model_len=_model_len(cfg, problems, tokenizer))
+        length = length if length is not None else _model_len(cfg, problems, tokenizer)
+        engine = engine_for(target.path, tokenizer, cfg, max_model_len=length)
         bar = tqdm(total=sum(map(len, todo)), desc=f"pass@k {target.model}", unit="problem", disable=not progress)
         for chunk in todo:
             _sample_chunk(path, target, chunk, hashes, engine, tokenizer, verifier, cfg)

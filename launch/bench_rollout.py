@@ -61,6 +61,7 @@ def main() -> None:
     from train.config import ModelConfig, TaskConfig, VLLMConfig
     from train.models import load_for_inference, load_tokenizer, resolve_base
     from train.rollout.hf import HFEngine
+    from train.tasks.limits import prompt_lengths
     from train.tasks.templates import apply_chat
 
     torch.set_num_threads(args.threads)
@@ -87,7 +88,7 @@ def main() -> None:
         from train.rollout.vllm_engine import VLLMEngine
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        length = max(len(ids) for ids in tokenizer(prompts_all)["input_ids"]) + args.new_tokens
+        length = max(prompt_lengths(questions(max(args.batches)), tokenizer, 10**9, chat)) + args.new_tokens
         vllm = VLLMEngine(folder, tokenizer, None, VLLMConfig(max_num_seqs=max(args.batches), enforce_eager=True),
                           max_model_len=length, dtype="float32", add_special_tokens=not chat)
         for batch in args.batches:

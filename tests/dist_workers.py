@@ -84,15 +84,10 @@ def fixed_batch(model: torch.nn.Module) -> TrainBatch:
 
 def weights_of(accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Full copies of the parameters this process holds; a collective under ZeRO-3."""
-    import contextlib
+    from train.lora import gathered
 
     params = dict(accelerator.unwrap_model(model).named_parameters())
-    gather = contextlib.nullcontext()
-    if any(hasattr(p, "ds_id") for p in params.values()):  # ZeRO-3 partitioned parameters
-        import deepspeed
-
-        gather = deepspeed.zero.GatheredParameters(list(params.values()))
-    with gather:
+    with gathered(list(params.values())):
         return {name: p.detach().cpu().clone() for name, p in params.items()}
 
 
