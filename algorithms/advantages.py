@@ -194,3 +194,74 @@ def remax(inputs: AdvantageInputs, opts: AdvantageOptions) -> AdvantageOutputs:
     returns = discounted_returns(inputs.token_rewards, mask, opts.gamma)
     baseline = inputs.baseline_rewards.to(returns.dtype).unsqueeze(-1)
     return AdvantageOutputs(advantages=(returns - baseline) * mask, returns=returns)
+
+
+@ESTIMATORS.register("grpo_passk")
+def grpo_passk(inputs: AdvantageInputs, opts: AdvantageOptions) -> AdvantageOutputs:
+    """Pass@k advantage: only each group's best sample is pushed (verl's ``grpo_passk``, after arXiv 2503.19595).
+
+    For a group with scores r, the sample holding max(r) gets A = (r_max - r_second) / (std(r) + eps)
+    (the division only with ``norm_by_std``; unbiased std); every other sample gets 0. With binary
+    rewards a group is rewarded only when exactly one sample solves it, so the policy is paid for
+    covering problems, not for solving the same ones more often (pass@k, not pass@1). Ties at the
+    top give 0, whichever sample holds it. Groups need at least two samples.
+    Shapes: (B, T) -> (B, T). Same as verl's ``compute_grpo_passk_outcome_advantage``.
+    """
+    scores = (inputs.token_rewards * inputs.response_mask).sum(-1)
+    _, inverse = torch.unique(inputs.group_ids, return_inverse=True)
+    groups = int(inverse.max()) + 1 if inverse.numel() else 0
+    size = torch.zeros(groups, dtype=torch.long).index_add_(0, inverse, torch.ones_like(inverse))
+    if bool((size < 2).any()):
+        raise ValueError("advantage estimator 'grpo_passk' needs at least 2 samples per prompt: "
+                         "set algorithm.samples_per_prompt >= 2")
+    top = torch.full((groups,), -torch.inf, dtype=scores.dtype).scatter_reduce(0, inverse, scores, "amax")
+    is_top = scores == top[inverse]
+    top_count = torch.zeros(groups, dtype=torch.long).index_add_(0, inverse, is_top.long())
+    second = torch.full((groups,), -torch.inf, dtype=scores.dtype).scatter_reduce(
+        0, inverse, torch.where(is_top, torch.full_like(scores, -torch.inf), scores), "amax")
+    gap = torch.where(top_count > 1, torch.zeros_like(top), top - second)  # a tie at the top: no gap
+    if opts.norm_by_std:
+        _, std, _ = group_stats(scores, inputs.group_ids)
+        gap = gap[inverse] / (std + opts.eps)
+    else:
+        gap = gap[inverse]
+    first_top = is_top & (top_count[inverse] == 1)  # the one best sample, where there is one
+    return _outcome(torch.where(first_top, gap, torch.zeros_like(gap)), inputs.response_mask)
+
+
+@ESTIMATORS.register("opo")
+def opo(inputs: AdvantageInputs, opts: AdvantageOptions) -> AdvantageOutputs:
+    """On-policy RL with the optimal reward baseline (OPO, arXiv 2505.23585, Eq. 5).
+
+    A_i = r_i - b, b = sum_j |y_j| r_j / sum_j |y_j| over the sample's group: the length-weighted mean
+    reward, the variance-minimising baseline when the gradient norm grows with length. A group of one
+    has b = 0, as in verl. No std division. Shapes: (B, T) -> (B, T).
+    Same as verl's ``compute_opo_outcome_advantage``.
+    """
+    mask = inputs.response_mask.to(inputs.token_rewards.dtype)
+    scores = (inputs.token_rewards * mask).sum(-1)
+    lengths = mask.sum(-1)
+    _, inverse = torch.unique(inputs.group_ids, return_inverse=True)
+    groups = int(inverse.max()) + 1 if inverse.numel() else 0
+    weighted = torch.zeros(groups, dtype=scores.dtype).index_add_(0, inverse, lengths * scores)
+    total = torch.zeros(groups, dtype=scores.dtype).index_add_(0, inverse, lengths)
+    size = torch.zeros(groups, dtype=scores.dtype).index_add_(0, inverse, torch.ones_like(scores))
+    baseline = torch.where(size > 1, weighted / total, torch.zeros_like(total))
+    return _outcome(scores - baseline[inverse], inputs.response_mask)
+
+
+@ESTIMATORS.register("gpg")
+def gpg(inputs: AdvantageInputs, opts: AdvantageOptions) -> AdvantageOutputs:
+    """Group Policy Gradient (GPG, arXiv 2504.02546, Eq. 7 and 9).
+
+    A_i = alpha (r_i - mean(r_group)), alpha = B / (number of samples with non-zero reward), at least
+    B / 1: the group-centred reward scaled up when few samples score, which undoes the shrinking of the
+    gradient by groups that carry no signal. No std division (GPG's F_norm = 1). A group of one keeps
+    its raw reward. alpha is taken over the batch this call sees (one process's share under data
+    parallelism, as each of verl's workers would if it computed advantages).
+    Shapes: (B, T) -> (B, T). Same as verl's ``compute_gpg_outcome_advantage``.
+    """
+    scores = (inputs.token_rewards * inputs.response_mask).sum(-1)
+    mean, _, _ = group_stats(scores, inputs.group_ids)
+    alpha = scores.numel() / max(int(torch.count_nonzero(scores)), 1)
+    return _outcome(alpha * (scores - mean), inputs.response_mask)

@@ -72,3 +72,10 @@ def test_rlvr_train_stops_before_building_anything(tmp_path):
     assert "config error: trainer.total_steps=-5 must be >= 1" in proc.stderr
     assert not (tmp_path / "cache").exists()  # no base model was built
     assert time.monotonic() - start < 60
+
+
+def test_pass_at_k_advantage_needs_a_group():
+    with pytest.raises(ConfigError, match=r"grpo_passk .* algorithm.samples_per_prompt >= 2 \(got 1\)"):
+        check(run_config("algorithm.advantage=grpo_passk", "algorithm.samples_per_prompt=1"), world_size=1)
+    check(run_config("algorithm.advantage=grpo_passk", "algorithm.samples_per_prompt=2", "trainer.micro_batch_size=8"),
+          world_size=1)

@@ -119,6 +119,74 @@ def test_rloo(seed):
     torch.testing.assert_close(ours.returns, ret)
 
 
+def without_singletons(inputs: AdvantageInputs, index: np.ndarray) -> tuple[AdvantageInputs, np.ndarray]:
+    """The batch minus its groups of one (grpo_passk refuses them, as verl does)."""
+    ids, counts = np.unique(index, return_counts=True)
+    keep = torch.from_numpy(np.isin(index, ids[counts > 1]))
+    return AdvantageInputs(token_rewards=inputs.token_rewards[keep], response_mask=inputs.response_mask[keep],
+                           group_ids=inputs.group_ids[keep]), index[keep.numpy()]
+
+
+@pytest.mark.parametrize("seed", SEEDS + [3, 4, 5])
+@pytest.mark.parametrize("norm_by_std", [True, False])
+def test_grpo_passk(seed, norm_by_std):
+    inputs, index = without_singletons(*random_batch(seed))
+    ours = compute_advantages("grpo_passk", inputs, norm_by_std=norm_by_std)
+    adv, ret = core_algos.compute_grpo_passk_outcome_advantage(
+        inputs.token_rewards.clone(), inputs.response_mask, index, epsilon=1e-6,
+        config=AlgoConfig(norm_adv_by_std_in_grpo=norm_by_std),
+    )
+    torch.testing.assert_close(ours.advantages, adv)
+    torch.testing.assert_close(ours.returns, ret)
+    assert int((ours.advantages.abs().sum(-1) > 0).sum()) <= len(np.unique(index))  # one sample per group at most
+
+
+def test_grpo_passk_by_hand():
+    """Group 0 scores (1, 0, 0, 0): only its solver moves, by 1 / std = 1 / 0.5; group 1 (1, 1, 0) is a tie at
+    the top and gets nothing; group 2 (1, 0.5) pays its best by 0.5 / std(1, 0.5) = 0.5 / 0.3536."""
+    scores = torch.tensor([1.0, 0, 0, 0, 1, 1, 0, 1, 0.5])
+    inputs = AdvantageInputs(token_rewards=scores[:, None], response_mask=torch.ones(9, 1),
+                             group_ids=torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2]))
+    got = compute_advantages("grpo_passk", inputs).advantages[:, 0]
+    expected = torch.tensor([1 / (0.5 + 1e-6), 0, 0, 0, 0, 0, 0, 0.5 / (0.125**0.5 + 1e-6), 0])
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="samples_per_prompt >= 2"):
+        compute_advantages("grpo_passk", AdvantageInputs(scores[:2, None], torch.ones(2, 1), torch.tensor([0, 1])))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_opo(seed):
+    inputs, index = random_batch(seed)
+    ours = compute_advantages("opo", inputs)
+    adv, ret = core_algos.compute_opo_outcome_advantage(inputs.token_rewards.clone(), inputs.response_mask, index)
+    torch.testing.assert_close(ours.advantages, adv)
+    torch.testing.assert_close(ours.returns, ret)
+
+
+def test_opo_by_hand():
+    """Lengths 1 and 3, rewards 1 and 0: baseline (1*1 + 3*0) / 4 = 0.25."""
+    mask = torch.tensor([[1.0, 0, 0], [1, 1, 1]])
+    inputs = AdvantageInputs(token_rewards=torch.tensor([[1.0, 0, 0], [0, 0, 0]]), response_mask=mask,
+                             group_ids=torch.tensor([0, 0]))
+    torch.testing.assert_close(compute_advantages("opo", inputs).advantages, torch.tensor([[0.75, 0, 0], [-0.25] * 3]))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_gpg(seed):
+    inputs, index = random_batch(seed)
+    ours = compute_advantages("gpg", inputs)
+    adv, ret = core_algos.compute_gpg_outcome_advantage(inputs.token_rewards.clone(), inputs.response_mask, index)
+    torch.testing.assert_close(ours.advantages, adv)
+    torch.testing.assert_close(ours.returns, ret)
+
+
+def test_gpg_by_hand():
+    """One sample in four scores: alpha = 4 / 1, group mean 0.25, so A = 4 * (1 - 0.25) and 4 * (0 - 0.25)."""
+    inputs = AdvantageInputs(token_rewards=torch.tensor([[1.0], [0], [0], [0]]), response_mask=torch.ones(4, 1),
+                             group_ids=torch.tensor([0, 0, 0, 0]))
+    torch.testing.assert_close(compute_advantages("gpg", inputs).advantages[:, 0], torch.tensor([3.0, -1, -1, -1]))
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("holes", [False, True])
 @pytest.mark.parametrize("gamma,lam", [(1.0, 1.0), (0.99, 0.95), (0.9, 0.0)])

@@ -290,6 +290,9 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         raise ConfigError("algorithm.advantage=gae needs a critic: set algorithm.critic.enabled=true (or use algorithm=ppo)")
     if algo.advantage == "remax" and not algo.greedy_baseline:
         raise ConfigError("algorithm.advantage=remax needs greedy baselines: set algorithm.greedy_baseline=true (or use algorithm=remax)")
+    if algo.advantage == "grpo_passk" and algo.samples_per_prompt < 2:
+        raise ConfigError("algorithm.advantage=grpo_passk pays each group's best sample against its runner-up: "
+                          f"set algorithm.samples_per_prompt >= 2 (got {algo.samples_per_prompt})")
     if algo.reward_kl_estimator not in KL_ESTIMATORS:
         raise ConfigError(f"algorithm.reward_kl_estimator={algo.reward_kl_estimator!r} is unknown; choose one of: {', '.join(KL_ESTIMATORS.names())}")
     _check_ranges(cfg)
