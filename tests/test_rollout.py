@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from train.actor import response_logprobs
+from train.actor import response_forward, response_logprobs
 from train.rollout.base import SamplingParams, response_mask_from_ids
 from train.rollout.hf import HFEngine
 
@@ -55,6 +55,22 @@ def test_sampler_logprobs_match_the_actor(tiny_tokenizer, tiny_model, temperatur
     assert (out.sample_logprobs[~mask] == 0).all()
 
 
+@pytest.mark.parametrize("top_k,top_p", [(0, 0.9), (5, 1.0), (5, 0.9)])
+def test_a_cut_sampler_and_the_actor_agree(tiny_tokenizer, tiny_model, top_k, top_p):
+    """With top-k / top-p the engine samples from the cut, renormalised distribution and reports its
+    log-probs; the actor scores the tokens under the same cut, so pi / pi_old starts at 1."""
+    engine = HFEngine.for_model(tiny_tokenizer, tiny_model, batch_size=5)
+    out = engine.generate(PROMPTS, SamplingParams(n=4, max_new_tokens=12, temperature=1.0, top_k=top_k, top_p=top_p, seed=3))
+    tiny_model.eval()
+    with torch.no_grad():
+        args = (tiny_model, out.prompt_ids, out.prompt_mask, out.response_ids, out.response_mask, 1.0)
+        cut = response_forward(*args, top_k=top_k, top_p=top_p).logprobs
+        whole = response_forward(*args).logprobs
+    mask = out.response_mask.bool()
+    torch.testing.assert_close(out.sample_logprobs[mask], cut[mask], atol=2e-5, rtol=1e-5)
+    assert (cut[mask] - whole[mask]).max() > 1e-3  # the cut renormalises: without it the ratio would be off
+
+
 def test_greedy_ignores_batch_company(tiny_tokenizer, tiny_model):
     """Greedy output for a prompt is the same alone and left-padded beside longer prompts."""
     engine = HFEngine.for_model(tiny_tokenizer, tiny_model)
@@ -77,6 +93,8 @@ def test_bad_sampling_params_say_how_to_fix():
         SamplingParams(temperature=0.0)
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=1.5)
+    with pytest.raises(ValueError, match="top_k=-1 must be >= 0"):
+        SamplingParams(top_k=-1)
 
 
 

@@ -104,6 +104,21 @@ def test_samples_groups_and_logprobs_match_transformers(engine, policy, tokenize
         assert (row[length:] == tokenizer.pad_token_id).all()
 
 
+@pytest.mark.parametrize("top_k,top_p", [(0, 0.9), (5, 1.0), (5, 0.9)])
+def test_a_cut_sampler_and_the_actor_agree(engine, policy, top_k, top_p):
+    """vLLM's processed log-probs under top-k / top-p are the cut, renormalised distribution's, and the
+    actor (``train.actor.response_forward`` with the same cut) reproduces them: pi / pi_old starts at 1."""
+    from train.actor import response_forward
+
+    rollouts = engine.generate(PROMPTS, SamplingParams(n=4, temperature=0.7, top_k=top_k, top_p=top_p, max_new_tokens=24, seed=5))
+    args = (policy, rollouts.prompt_ids, rollouts.prompt_mask, rollouts.response_ids, rollouts.response_mask, 0.7)
+    with torch.no_grad():
+        cut = response_forward(*args, top_k=top_k, top_p=top_p).logprobs * rollouts.response_mask
+    assert torch.allclose(rollouts.sample_logprobs, cut, atol=1e-4), (rollouts.sample_logprobs - cut).abs().max()
+    whole = _actor_logprobs(policy, rollouts, temperature=0.7)
+    assert (cut - whole).max() > 1e-3  # the cut renormalises: the uncut log-probs would not match
+
+
 def test_prompts_are_the_tokenizers_left_padded(engine, tokenizer):
     rollouts = engine.generate(PROMPTS, SamplingParams(n=1, max_new_tokens=4, seed=0))
     for row, mask, prompt in zip(rollouts.prompt_ids, rollouts.prompt_mask, PROMPTS):

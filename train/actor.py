@@ -12,6 +12,7 @@ from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from algorithms import TrainBatch, kl_penalty, masked_mean, policy_loss, value_loss
 from algorithms.masked import aggregate_loss
+from algorithms.truncation import truncated_logprobs
 from train.config import AlgorithmConfig, BatchPlan
 
 
@@ -31,10 +32,17 @@ def response_forward(
     temperature: float,
     with_entropy: bool = False,
     entropy_grad: bool = False,
+    *,
+    top_k: int = 0,
+    top_p: float = 1.0,
 ) -> ResponseForward:
     """log softmax(logits / temperature) of each response token; entropy on request, differentiable
     when ``entropy_grad`` (an entropy bonus), else detached (a metric); critic values when the
     model has a critic.
+
+    With ``top_k`` > 0 or ``top_p`` < 1 the log-probs are those of the distribution the sampler drew
+    from: cut to the top-k / nucleus of these logits and renormalised (``algorithms.truncation``), so
+    pi / pi_old is 1 at the first update. The entropy stays that of the whole distribution.
 
     Positions are counted from each row's first real token, as ``generate`` does with left padding,
     so the log-probs match the sampler's. Position t of the response is predicted from the prefix
@@ -47,7 +55,10 @@ def response_forward(
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     predicting = slice(prompt_ids.shape[1] - 1, -1)  # positions whose next token is a response token
     logits = out.logits[:, predicting].float() / temperature  # (B, T, V)
-    logprobs = selective_log_softmax(logits, response_ids.to(device))
+    if top_k > 0 or top_p < 1.0:
+        logprobs = truncated_logprobs(logits, response_ids.to(device), top_k, top_p)
+    else:
+        logprobs = selective_log_softmax(logits, response_ids.to(device))
     entropy = entropy_from_logits(logits if entropy_grad else logits.detach()) if with_entropy else None
     values = getattr(out, "critic_values", None)
     return ResponseForward(logprobs, entropy, values[:, predicting].float() if values is not None else None)
@@ -69,7 +80,7 @@ def response_logprobs(
 
 @torch.no_grad()
 def batched_forward(
-    model: torch.nn.Module, rollouts, temperature: float, micro_batch_size: int
+    model: torch.nn.Module, rollouts, temperature: float, micro_batch_size: int, *, top_k: int = 0, top_p: float = 1.0
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Log-probs (B, T) and critic values (B, T) or None, in micro-batches without gradients, on CPU."""
     was_training = model.training
@@ -84,6 +95,8 @@ def batched_forward(
             rollouts.response_ids[rows],
             rollouts.response_mask[rows],
             temperature,
+            top_k=top_k,
+            top_p=top_p,
         )
         logprobs.append(out.logprobs.cpu())
         values.append(out.values.cpu() if out.values is not None else None)
@@ -111,6 +124,9 @@ def micro_batch_loss(
     temperature: float,
     norm: LossNorm,
     train_actor: bool = True,
+    *,
+    top_k: int = 0,
+    top_p: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-clip loss (+ KL, - entropy, + value loss) of one micro-batch, normalised by the whole
     mini-batch. ``train_actor=False`` zeroes the actor's terms (critic warm-up) but keeps them in the
@@ -118,7 +134,7 @@ def micro_batch_loss(
     mask = batch.response_mask.float()
     out = response_forward(
         model, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, temperature,
-        with_entropy=True, entropy_grad=algo.entropy_coef > 0,
+        with_entropy=True, entropy_grad=algo.entropy_coef > 0, top_k=top_k, top_p=top_p,
     )
     logprobs, entropy = out.logprobs, out.entropy
     device = logprobs.device
@@ -173,6 +189,9 @@ def update_policy(
     max_len: int,
     generator: torch.Generator,
     train_actor: bool = True,
+    *,
+    top_k: int = 0,
+    top_p: float = 1.0,
 ) -> dict[str, float]:
     """``algo.ppo_epochs`` passes over this process's share of the rollout batch.
 
@@ -195,7 +214,8 @@ def update_policy(
             for m in range(0, size, micro):
                 with accelerator.accumulate(model):
                     loss, metrics = micro_batch_loss(
-                        model, mini.select(torch.arange(m, m + micro)), algo, temperature, norm, train_actor
+                        model, mini.select(torch.arange(m, m + micro)), algo, temperature, norm, train_actor,
+                        top_k=top_k, top_p=top_p,
                     )
                     accelerator.backward(loss * undo_scaling)
                     if accelerator.sync_gradients:

@@ -170,7 +170,8 @@ class VLLMConfig:
 class RolloutConfig:
     engine: str = "hf"  # "hf" (transformers generate, runs anywhere) or "vllm" (colocated vLLM, one engine per process)
     temperature: float = 1.0  # sampling temperature for training rollouts (paper: 1.0)
-    top_p: float = 1.0  # nucleus sampling for training rollouts (1.0 = off)
+    top_p: float = 1.0  # nucleus sampling for training rollouts (1.0 = off); the trainer scores tokens under the same cut
+    top_k: int = 0  # sample among the k most likely tokens only (0 = off); the trainer scores tokens under the same cut
     max_new_tokens: int = 64  # response length cap: longer allows longer reasoning, costs time
     batch_size: int = 256  # sequences generated at once per process (hf engine): memory against speed
     vllm: VLLMConfig = field(default_factory=VLLMConfig)  # settings of the vllm engine
@@ -381,6 +382,7 @@ def _check_ranges(cfg: RunConfig) -> None:
         ("algorithm.critic.lr", algo.critic.lr, 0 < algo.critic.lr and finite(algo.critic.lr), "> 0"),
         ("rollout.temperature", r.temperature, 0 < r.temperature and finite(r.temperature), "> 0 (paper: 1.0 for training)"),
         ("rollout.top_p", r.top_p, 0 < r.top_p <= 1, "in (0, 1] (1 = off)"),
+        ("rollout.top_k", r.top_k, r.top_k >= 0, ">= 0 (0 = off)"),
         ("rollout.max_new_tokens", r.max_new_tokens, r.max_new_tokens >= 1, ">= 1"),
         ("rollout.batch_size", r.batch_size, r.batch_size >= 1, ">= 1"),
         ("eval.n", ev.n, ev.n >= 1, ">= 1 (samples per problem)"),

@@ -61,7 +61,7 @@ def train(t: Trainer, start_step: int = 0) -> None:
         update = update_policy(
             acc, t.model, t.optimizer, t.scheduler, batch, cfg.algorithm, t.plan, cfg.rollout.temperature,
             cfg.trainer.max_grad_norm, cfg.rollout.max_new_tokens, step_generator(cfg.seed, step),
-            train_actor=step >= cfg.algorithm.critic.warmup_steps,
+            train_actor=step >= cfg.algorithm.critic.warmup_steps, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
         )
         t3 = time.perf_counter()
         metrics = {**rollout_metrics(acc, batch), **got.stats, **update, **timing(acc, batch, got.stats, t0, t1, t2, t3),
@@ -83,11 +83,12 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 def make_train_batch(t: Trainer, scored: ScoredRollouts, baseline_rewards: Optional[torch.Tensor] = None) -> TrainBatch:
     """Old and reference log-probs, critic values, token rewards (+ KL penalty) and advantages."""
     algo, micro, temperature = t.cfg.algorithm, t.cfg.trainer.micro_batch_size, t.cfg.rollout.temperature
+    cut = dict(top_k=t.cfg.rollout.top_k, top_p=t.cfg.rollout.top_p)  # the sampler's distribution (algorithms.truncation)
     one_update = algo.ppo_epochs == 1 and t.plan.mini_batches == 1  # then pi_old is the policy as it is updated
     old, values = None, None
     if not one_update or algo.critic.enabled or algo.reward_kl_coef > 0:  # skip a forward pass when nothing needs it
-        old, values = batched_forward(t.model, scored, temperature, micro)
-    ref = batched_forward(t.ref_model, scored, temperature, micro)[0] if t.ref_model is not None else None
+        old, values = batched_forward(t.model, scored, temperature, micro, **cut)
+    ref = batched_forward(t.ref_model, scored, temperature, micro, **cut)[0] if t.ref_model is not None else None
     mask = scored.response_mask.float()
     last = (mask.sum(-1).long() - 1).clamp(min=0)
     token_rewards = torch.zeros_like(mask).scatter_(1, last.unsqueeze(-1), scored.rewards.unsqueeze(-1))

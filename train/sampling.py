@@ -65,7 +65,7 @@ def _epoch_order(seed: int, epoch: int, size: int) -> list[int]:
 def rollout_params(cfg: RunConfig, step: int, rank: int, round_: int = 0) -> SamplingParams:
     r = cfg.rollout
     return SamplingParams(
-        n=cfg.algorithm.samples_per_prompt, temperature=r.temperature, top_p=r.top_p,
+        n=cfg.algorithm.samples_per_prompt, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
         max_new_tokens=r.max_new_tokens, seed=mix(cfg.seed, step, rank, round_),
     )
 

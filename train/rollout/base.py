@@ -20,6 +20,7 @@ class SamplingParams:
     n: int = 1  # samples per prompt
     temperature: float = 1.0  # ignored when greedy
     top_p: float = 1.0  # nucleus; 1.0 = off
+    top_k: int = 0  # the k most likely tokens only; 0 = off
     max_new_tokens: int = 64  # response length cap
     greedy: bool = False  # argmax decoding (one sample per prompt makes sense then)
     seed: int = 0  # same seed, prompts and weights -> same samples
@@ -32,6 +33,8 @@ class SamplingParams:
             raise ValueError(f"temperature={self.temperature} must be > 0; use greedy=True for argmax decoding")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k} must be >= 0 (0 = off)")
 
 
 class RolloutEngine(Protocol):

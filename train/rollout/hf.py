@@ -9,25 +9,31 @@ import torch
 from transformers import LogitsProcessor, PreTrainedModel, PreTrainedTokenizerBase
 
 from algorithms.batch import Rollouts
+from algorithms.truncation import truncation_mask
 from train.rollout.base import SamplingParams, finish_rollouts
 
 
 class _LogprobRecorder(LogitsProcessor):
-    """Keeps log softmax(logits / temperature) of each step, read off for the token chosen next.
+    """Keeps the log-probs of the distribution each step samples from, read off for the token chosen next.
 
-    transformers runs custom processors before its own temperature / top-p warpers, so ``scores``
-    here are the model's raw logits; the recorded log-prob is the temperature-scaled policy's, not
-    renormalised by top-p (the same quantity verl and TRL train on).
+    transformers runs custom processors before its own temperature / top-k / top-p warpers, so
+    ``scores`` here are the model's raw logits; the recorder applies the same temperature and cut
+    (``algorithms.truncation``, checked against those warpers), so it records what ``generate`` samples
+    from: log softmax(logits / T) without a cut, the renormalised cut distribution with one (as vLLM's
+    ``processed_logprobs``, and as the trainer scores the tokens).
     """
 
-    def __init__(self, temperature: float) -> None:
-        self.temperature = temperature
+    def __init__(self, temperature: float, top_k: int = 0, top_p: float = 1.0) -> None:
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.steps: list[torch.Tensor] = []  # per step (B, V) log-probs; chosen ones gathered later
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.steps:  # the previous step's token is now known: keep only its log-prob
             self.steps[-1] = self.steps[-1].gather(-1, input_ids[:, -1:]).squeeze(-1)
-        self.steps.append(torch.log_softmax(scores.float() / self.temperature, dim=-1))
+        logits = scores.float() / self.temperature
+        if self.top_k > 0 or self.top_p < 1.0:
+            logits = logits.masked_fill(~truncation_mask(logits, self.top_k, self.top_p), -torch.inf)
+        self.steps.append(torch.log_softmax(logits, dim=-1))
         return scores
 
     def chosen(self, last_tokens: torch.Tensor) -> torch.Tensor:
@@ -88,14 +94,14 @@ class HFEngine:
         prompt_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
         prompt_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
         device = next(model.parameters()).device
-        recorder = _LogprobRecorder(1.0 if params.greedy else params.temperature)
+        recorder = _LogprobRecorder(1.0, 0, 1.0) if params.greedy else _LogprobRecorder(params.temperature, params.top_k, params.top_p)
         out = model.generate(
             input_ids=prompt_ids.to(device),
             attention_mask=prompt_mask.to(device),
             do_sample=not params.greedy,
             temperature=None if params.greedy else params.temperature,
             top_p=None if params.greedy else params.top_p,
-            top_k=None if params.greedy else 0,  # 0: no top-k cut; models' configs may set one
+            top_k=None if params.greedy else params.top_k,  # 0: no top-k cut (models' configs may set one)
             max_new_tokens=params.max_new_tokens,
             eos_token_id=list(stop_ids),
             pad_token_id=pad,

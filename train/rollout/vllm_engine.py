@@ -202,6 +202,7 @@ class VLLMEngine:
                 n=params.n,
                 temperature=0.0 if params.greedy else params.temperature,
                 top_p=1.0 if params.greedy else params.top_p,
+                top_k=0 if params.greedy else params.top_k,  # 0 = off in vLLM
                 max_tokens=params.max_new_tokens,
                 stop_token_ids=list(stop_ids),
                 seed=draw.randrange(_SEED_SPACE) if self.seed_requests else None,
