@@ -15,26 +15,31 @@ from algorithms.filters import informative_groups, overlong_penalty
 from algorithms.kl import KL_ESTIMATORS, kl_penalty
 from algorithms.losses import policy_loss, value_loss
 from algorithms.masked import AGGREGATIONS, aggregate_loss, masked_mean, masked_whiten
+from algorithms.policy_losses import POLICY_LOSSES, PolicyLossInputs, compute_policy_loss, policy_loss_options
 from algorithms.registry import Registry
 
 __all__ = [
     "AGGREGATIONS",
     "ESTIMATORS",
     "KL_ESTIMATORS",
+    "POLICY_LOSSES",
     "AdvantageInputs",
     "AdvantageOptions",
     "AdvantageOutputs",
+    "PolicyLossInputs",
     "Registry",
     "Rollouts",
     "ScoredRollouts",
     "TrainBatch",
     "aggregate_loss",
     "compute_advantages",
+    "compute_policy_loss",
     "informative_groups",
     "kl_penalty",
     "overlong_penalty",
     "masked_mean",
     "masked_whiten",
     "policy_loss",
+    "policy_loss_options",
     "value_loss",
 ]

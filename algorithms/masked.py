@@ -50,6 +50,14 @@ def token_mean(loss_mat, mask, num_tokens, num_seqs, max_len):
     return masked_sum(loss_mat, mask) / num_tokens
 
 
+@AGGREGATIONS.register("token-sum")
+def token_sum(loss_mat, mask, num_tokens, num_seqs, max_len):
+    """Sum over all valid tokens, no normaliser (verl's ``token-sum``): the gradient grows with the
+    number of tokens in the mini-batch. Split invariant as it is, since the trainer undoes
+    grad-accumulation and data-parallel averaging (verl multiplies by dp_size for the same reason)."""
+    return masked_sum(loss_mat, mask)
+
+
 @AGGREGATIONS.register("seq-mean-token-mean")
 def seq_mean_token_mean(loss_mat, mask, num_tokens, num_seqs, max_len):
     """Mean over sequences of each sequence's token mean (GRPO, arXiv 2402.03300, Eq. 3)."""

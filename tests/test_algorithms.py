@@ -103,12 +103,13 @@ def test_aggregations_by_hand():
     loss_mat = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
     assert aggregate_loss(loss_mat, mask, "token-mean").item() == pytest.approx(10 / 4)
+    assert aggregate_loss(loss_mat, mask, "token-sum").item() == pytest.approx(10)
     assert aggregate_loss(loss_mat, mask, "seq-mean-token-mean").item() == pytest.approx((2 + 4) / 2)
     assert aggregate_loss(loss_mat, mask, "seq-mean-token-sum").item() == pytest.approx((6 + 4) / 2)
     assert aggregate_loss(loss_mat, mask, "seq-mean-token-sum-norm", max_len=5).item() == pytest.approx(10 / (2 * 5))
 
 
-@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"])
+@pytest.mark.parametrize("agg", AGGREGATIONS.names())
 def test_split_batch_sums_to_whole_batch(agg):
     """Micro-batches normalised by whole-batch counts add up to the whole-batch loss."""
     torch.manual_seed(2)

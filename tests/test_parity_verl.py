@@ -251,7 +251,7 @@ def test_remax_discounts_where_verl_does_not():
 # ---------------------------------------------------------------------------------------------
 # Policy loss
 
-AGGS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
+AGGS = ["token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
 CLIPS = {  # name: (clip_low, clip_high, clip_c)
     "ppo": (0.2, 0.2, None),
     "clip-higher": (0.2, 0.28, None),
