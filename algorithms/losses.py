@@ -1,4 +1,4 @@
-"""Policy losses as per-token matrices plus a named aggregation."""
+"""The PPO-clip loss under its own name (the ``ppo`` entry of ``algorithms.policy_losses``) and the critic's value loss."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from algorithms.masked import aggregate_loss, masked_mean
+from algorithms.policy_losses import compute_policy_loss
 
 
 def policy_loss(
@@ -23,7 +24,7 @@ def policy_loss(
     num_seqs: Optional[float] = None,
     max_len: Optional[int] = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO-clip surrogate (arXiv 1707.06347, Eq. 7), all inputs (B, T).
+    """PPO-clip surrogate (arXiv 1707.06347, Eq. 7), all inputs (B, T): ``compute_policy_loss("ppo", ...)``.
 
     L_t = max(-A_t rho_t, -A_t clip(rho_t, 1 - clip_low, 1 + clip_high)), rho_t = pi / pi_old.
     ``clip_high > clip_low`` is DAPO's clip-higher (arXiv 2503.14476, Eq. 10). ``clip_c`` turns on
@@ -37,25 +38,10 @@ def policy_loss(
     unlike verl, which always dual-clips (``clip_ratio_c`` = 3 by default), dual-clip is off unless
     ``clip_c`` is set, as in TRL.
     """
-    log_ratio = (logprobs - old_logprobs).clamp(-20.0, 20.0)
-    ratio = log_ratio.exp()
-    unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    loss_mat = torch.maximum(unclipped, clipped)
-    clip_active = (clipped > unclipped).float()
-    dual_active = torch.zeros_like(loss_mat)
-    if clip_c is not None:
-        capped = torch.minimum(loss_mat, -advantages * clip_c)
-        dual_active = ((loss_mat > -advantages * clip_c) & (advantages < 0)).float()
-        loss_mat = torch.where(advantages < 0, capped, loss_mat)
-    mask = response_mask.to(loss_mat.dtype)
-    loss = aggregate_loss(loss_mat, mask, agg, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)
-    metrics = {
-        "clipfrac": masked_mean(clip_active, mask).detach(),
-        "clipfrac_lower": masked_mean(dual_active, mask).detach(),
-        "approx_kl": masked_mean(-log_ratio, mask).detach(),
-    }
-    return loss, metrics
+    return compute_policy_loss(
+        "ppo", logprobs, old_logprobs, advantages, response_mask, agg=agg, num_tokens=num_tokens,
+        num_seqs=num_seqs, max_len=max_len, clip_low=clip_low, clip_high=clip_high, clip_c=clip_c,
+    )
 
 
 def value_loss(

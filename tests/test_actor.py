@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from algorithms import POLICY_LOSSES, compute_policy_loss, policy_loss_options
 from train.actor import LossNorm, micro_batch_loss, response_logprobs
 from train.config import AlgorithmConfig
 from tests.test_filters_and_critic import _train_batch
@@ -68,3 +69,33 @@ def test_gradient_checkpointing_leaves_loss_and_gradients_unchanged(lora, tiny_m
     assert len(grads_plain) == len(grads_ckpt) and all(g.abs().sum() > 0 for g in grads_ckpt)
     for a, b in zip(grads_plain, grads_ckpt):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", POLICY_LOSSES.names())
+def test_the_actor_minimises_the_configured_policy_loss(tiny_tokenizer, tiny_model, name):
+    """``algorithm.policy_loss`` picks the registry entry, fed the options it names from the config."""
+    batch = _train_batch(tiny_tokenizer)
+    algo = AlgorithmConfig(policy_loss=name, clip_cov_ratio=0.5, kl_cov_ratio=0.5)  # ratios that pick tokens in 14
+    norm = LossNorm(12.0, 4.0, 5)
+    tiny_model.zero_grad()
+    loss, metrics = micro_batch_loss(tiny_model, batch, algo, 1.0, norm, generator=torch.Generator().manual_seed(1))
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.parameters())
+    with torch.no_grad():
+        logprobs, _ = response_logprobs(tiny_model, batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                                        batch.response_mask, 1.0)
+    options = {key: getattr(algo, key) for key in policy_loss_options(name)}
+    expected, _ = compute_policy_loss(name, logprobs, batch.old_logprobs, batch.advantages, batch.response_mask,
+                                      num_tokens=12.0, num_seqs=4.0, max_len=5,
+                                      generator=torch.Generator().manual_seed(1), **options)
+    torch.testing.assert_close(metrics["pg_loss"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_every_policy_loss_option_is_a_config_field_with_the_losses_default():
+    """The config's defaults are the registry's (verl's), except clip_c, off by default (the paper's ppo)."""
+    fields = {f.name: f.default for f in dataclasses.fields(AlgorithmConfig)}
+    for name in POLICY_LOSSES:
+        for option, default in policy_loss_options(name).items():
+            assert option in fields, f"policy loss {name!r} takes {option!r}, which AlgorithmConfig lacks"
+            if option != "clip_c":
+                assert fields[option] == default, (name, option)

@@ -240,7 +240,7 @@ def random_inputs(seed: int, batch: int = 10, width: int = 6) -> AdvantageInputs
     return AdvantageInputs(
         token_rewards=(rewards - 0.01 * torch.rand(batch, width, generator=gen)) * mask,
         response_mask=mask,
-        group_ids=torch.randint(0, 4, (batch,), generator=gen),
+        group_ids=(torch.arange(batch) % 4)[torch.randperm(batch, generator=gen)],  # groups of 2+ (grpo_passk needs them)
         values=torch.randn(batch, width, generator=gen),
         baseline_rewards=torch.rand(batch, generator=gen),
     )

@@ -1,4 +1,4 @@
-"""The policy under training: log-probs of sampled responses and the PPO-clip update."""
+"""The policy under training: log-probs of sampled responses and the policy-loss update."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
-from algorithms import TrainBatch, kl_penalty, masked_mean, policy_loss, value_loss
+from algorithms import TrainBatch, compute_policy_loss, kl_penalty, masked_mean, policy_loss_options, value_loss
 from algorithms.masked import aggregate_loss
 from algorithms.truncation import truncated_logprobs
 from train.config import AlgorithmConfig, BatchPlan
@@ -127,9 +127,11 @@ def micro_batch_loss(
     *,
     top_k: int = 0,
     top_p: float = 1.0,
+    generator: Optional[torch.Generator] = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO-clip loss (+ KL, - entropy, + value loss) of one micro-batch, normalised by the whole
-    mini-batch. ``train_actor=False`` zeroes the actor's terms (critic warm-up) but keeps them in the
+    """``algo.policy_loss`` (+ KL, - entropy, + value loss) of one micro-batch, normalised by the whole
+    mini-batch. The loss takes the options it names from ``algo`` (``algorithms.policy_loss_options``);
+    ``generator`` seeds the losses that pick tokens at random (clip_cov). ``train_actor=False`` zeroes the actor's terms (critic warm-up) but keeps them in the
     graph, so data-parallel gradient sync sees every parameter."""
     mask = batch.response_mask.float()
     out = response_forward(
@@ -141,16 +143,10 @@ def micro_batch_loss(
     mask = mask.to(device)
     old_logprobs = logprobs.detach() if batch.old_logprobs is None else batch.old_logprobs.to(device)
     agg = dict(num_tokens=norm.num_tokens, num_seqs=norm.num_seqs, max_len=norm.max_len)
-    loss, metrics = policy_loss(
-        logprobs,
-        old_logprobs,
-        batch.advantages.to(device),
-        mask,
-        clip_low=algo.clip_low,
-        clip_high=algo.clip_high,
-        clip_c=algo.clip_c,
-        agg=algo.loss_agg,
-        **agg,
+    options = {name: getattr(algo, name) for name in policy_loss_options(algo.policy_loss)}
+    loss, metrics = compute_policy_loss(
+        algo.policy_loss, logprobs, old_logprobs, batch.advantages.to(device), mask,
+        agg=algo.loss_agg, generator=generator, **agg, **options,
     )
     metrics["pg_loss"] = loss.detach()
     # the sampler against the trainer on the same tokens: ~0 when the rollout engine has the current weights
@@ -215,7 +211,7 @@ def update_policy(
                 with accelerator.accumulate(model):
                     loss, metrics = micro_batch_loss(
                         model, mini.select(torch.arange(m, m + micro)), algo, temperature, norm, train_actor,
-                        top_k=top_k, top_p=top_p,
+                        top_k=top_k, top_p=top_p, generator=generator,
                     )
                     accelerator.backward(loss * undo_scaling)
                     if accelerator.sync_gradients:

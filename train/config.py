@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from algorithms import AGGREGATIONS, ESTIMATORS, KL_ESTIMATORS
+from algorithms import AGGREGATIONS, ESTIMATORS, KL_ESTIMATORS, POLICY_LOSSES
 
 
 class ConfigError(ValueError):
@@ -47,7 +47,15 @@ class AlgorithmConfig:
     samples_per_prompt: int = 8  # group size G: more samples, better baselines, costlier steps
     clip_low: float = 0.2  # PPO ratio clip below 1: smaller keeps updates closer to pi_old
     clip_high: float = 0.2  # PPO ratio clip above 1 (DAPO's clip-higher raises it to 0.28)
-    clip_c: Optional[float] = None  # dual-clip bound for negative advantages (None = off, else > 1)
+    clip_c: Optional[float] = None  # dual-clip bound for negative advantages (None = off, else > 1); dppo_*: the IS truncation
+    policy_loss: str = "ppo"  # the surrogate the actor minimises (algorithms.POLICY_LOSSES); takes the options below it uses
+    clip_cov_ratio: float = 0.0002  # clip_cov: share of tokens whose gradient is cut (the highest logp-advantage covariance)
+    clip_cov_lb: float = 1.0  # clip_cov: covariance lower bound for a token to be a candidate
+    clip_cov_ub: float = 5.0  # clip_cov: covariance upper bound for a token to be a candidate
+    kl_cov_ratio: float = 0.0002  # kl_cov: share of tokens (highest covariance) that get the KL penalty
+    ppo_kl_coef: float = 0.1  # kl_cov: weight of that penalty, |log pi - log pi_old| on the chosen tokens
+    tau_pos: float = 1.0  # sapo: temperature of the soft gate for positive advantages (higher = softer)
+    tau_neg: float = 1.05  # sapo: temperature of the soft gate for negative advantages
     loss_agg: str = "token-mean"  # how per-token losses become one number (algorithms.AGGREGATIONS)
     kl_coef: float = 0.0  # weight of KL(pi || pi_ref) in the loss; 0 = no reference model (paper)
     kl_estimator: str = "k3"  # KL estimator for the loss term (algorithms.KL_ESTIMATORS)
@@ -276,6 +284,7 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
     algo, trainer, ev = cfg.algorithm, cfg.trainer, cfg.eval
     for registry, name, key in (
         (ESTIMATORS, algo.advantage, "algorithm.advantage"),
+        (POLICY_LOSSES, algo.policy_loss, "algorithm.policy_loss"),
         (AGGREGATIONS, algo.loss_agg, "algorithm.loss_agg"),
         (KL_ESTIMATORS, algo.kl_estimator, "algorithm.kl_estimator"),
     ):
@@ -374,6 +383,13 @@ def _check_ranges(cfg: RunConfig) -> None:
         ("algorithm.ppo_epochs", algo.ppo_epochs, algo.ppo_epochs >= 1, ">= 1"),
         ("algorithm.clip_low", algo.clip_low, 0 <= algo.clip_low < 1, "in [0, 1)"),
         ("algorithm.clip_high", algo.clip_high, 0 <= algo.clip_high and finite(algo.clip_high), ">= 0"),
+        ("algorithm.clip_cov_ratio", algo.clip_cov_ratio, 0 < algo.clip_cov_ratio <= 1, "in (0, 1] (share of tokens cut)"),
+        ("algorithm.clip_cov_ub", algo.clip_cov_ub, finite(algo.clip_cov_ub) and algo.clip_cov_ub > algo.clip_cov_lb,
+         f"> algorithm.clip_cov_lb={algo.clip_cov_lb}"),
+        ("algorithm.kl_cov_ratio", algo.kl_cov_ratio, 0 < algo.kl_cov_ratio <= 1, "in (0, 1] (share of tokens penalised)"),
+        ("algorithm.ppo_kl_coef", algo.ppo_kl_coef, 0 <= algo.ppo_kl_coef and finite(algo.ppo_kl_coef), ">= 0"),
+        ("algorithm.tau_pos", algo.tau_pos, 0 < algo.tau_pos and finite(algo.tau_pos), "> 0"),
+        ("algorithm.tau_neg", algo.tau_neg, 0 < algo.tau_neg and finite(algo.tau_neg), "> 0"),
         ("algorithm.kl_coef", algo.kl_coef, 0 <= algo.kl_coef and finite(algo.kl_coef), ">= 0 (0 = no KL term)"),
         ("algorithm.reward_kl_coef", algo.reward_kl_coef, 0 <= algo.reward_kl_coef and finite(algo.reward_kl_coef), ">= 0"),
         ("algorithm.entropy_coef", algo.entropy_coef, 0 <= algo.entropy_coef and finite(algo.entropy_coef), ">= 0 (0 = no bonus)"),
