@@ -1,4 +1,5 @@
-"""Pure RL math over tensors: advantage estimators, policy losses, KL estimators, aggregation.
+"""Pure RL math over tensors: advantage estimators, policy losses, KL estimators, aggregation,
+rollout correction.
 
 torch only; no I/O, no distributed code, nothing from ``train`` or ``eval``.
 """
@@ -16,11 +17,19 @@ from algorithms.kl import KL_ESTIMATORS, kl_penalty
 from algorithms.losses import policy_loss, value_loss
 from algorithms.masked import AGGREGATIONS, aggregate_loss, masked_mean, masked_whiten
 from algorithms.registry import Registry
+from algorithms.rollout_correction import (
+    IS_LEVELS,
+    REJECTION_MODES,
+    rollout_correction,
+    rollout_mismatch_metrics,
+)
 
 __all__ = [
     "AGGREGATIONS",
     "ESTIMATORS",
+    "IS_LEVELS",
     "KL_ESTIMATORS",
+    "REJECTION_MODES",
     "AdvantageInputs",
     "AdvantageOptions",
     "AdvantageOutputs",
@@ -36,5 +45,7 @@ __all__ = [
     "masked_mean",
     "masked_whiten",
     "policy_loss",
+    "rollout_correction",
+    "rollout_mismatch_metrics",
     "value_loss",
 ]
