@@ -1,4 +1,5 @@
-"""Pure RL math over tensors: advantage estimators, policy losses, KL estimators, aggregation.
+"""Pure RL math over tensors: advantage estimators, policy losses, KL estimators, aggregation,
+rollout correction.
 
 torch only; no I/O, no distributed code, nothing from ``train`` or ``eval``.
 """
@@ -17,12 +18,20 @@ from algorithms.losses import policy_loss, value_loss
 from algorithms.masked import AGGREGATIONS, aggregate_loss, masked_mean, masked_whiten
 from algorithms.policy_losses import POLICY_LOSSES, PolicyLossInputs, compute_policy_loss, policy_loss_options
 from algorithms.registry import Registry
+from algorithms.rollout_correction import (
+    IS_LEVELS,
+    REJECTION_MODES,
+    rollout_correction,
+    rollout_mismatch_metrics,
+)
 
 __all__ = [
     "AGGREGATIONS",
     "ESTIMATORS",
+    "IS_LEVELS",
     "KL_ESTIMATORS",
     "POLICY_LOSSES",
+    "REJECTION_MODES",
     "AdvantageInputs",
     "AdvantageOptions",
     "AdvantageOutputs",
@@ -41,5 +50,7 @@ __all__ = [
     "masked_whiten",
     "policy_loss",
     "policy_loss_options",
+    "rollout_correction",
+    "rollout_mismatch_metrics",
     "value_loss",
 ]
