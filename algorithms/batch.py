@@ -58,6 +58,13 @@ class TrainBatch(ScoredRollouts):
     advantages: torch.Tensor  # (B, T)
     returns: torch.Tensor  # (B, T)
     old_values: torch.Tensor | None = None  # (B, T) critic's V(s_t) before the update, PPO only
+    loss_mask: torch.Tensor | None = None  # (B, T) response_mask minus tokens rollout rejection removed; None = response_mask
+    rollout_is_weights: torch.Tensor | None = None  # (B, T) rollout-correction importance weights, None = off
+
+    @property
+    def trained_mask(self) -> torch.Tensor:
+        """(B, T) the tokens the loss sees and counts: ``loss_mask`` if set, else ``response_mask``."""
+        return self.response_mask if self.loss_mask is None else self.loss_mask
 
     @classmethod
     def of(  # type: ignore[override]
@@ -69,6 +76,8 @@ class TrainBatch(ScoredRollouts):
         advantages: torch.Tensor,
         returns: torch.Tensor,
         old_values: torch.Tensor | None = None,
+        loss_mask: torch.Tensor | None = None,
+        rollout_is_weights: torch.Tensor | None = None,
     ) -> "TrainBatch":
         return cls(
             **_fields_of(scored),
@@ -77,6 +86,8 @@ class TrainBatch(ScoredRollouts):
             advantages=advantages,
             returns=returns,
             old_values=old_values,
+            loss_mask=loss_mask,
+            rollout_is_weights=rollout_is_weights,
         )
 
 

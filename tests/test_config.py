@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,7 @@ BAD = [
     ("trainer.prompts_per_step=0", r"trainer.prompts_per_step=0 must be >= 1"),
     ("algorithm.samples_per_prompt=0", r"algorithm.samples_per_prompt=0 must be >= 1"),
     ("algorithm.ppo_epochs=0", r"algorithm.ppo_epochs=0 must be >= 1"),
-    ("algorithm.clip_low=1.5", r"algorithm.clip_low=1.5 must be in \[0, 1\)"),
+    ("algorithm.clip_low=1.5", r"algorithm.clip_low=1.5 must be in \[0, 1\]"),
     ("algorithm.kl_coef=-0.1", r"algorithm.kl_coef=-0.1 must be >= 0"),
     ("algorithm.gamma=1.1", r"algorithm.gamma=1.1 must be in \[0, 1\]"),
     ("rollout.temperature=0", r"rollout.temperature=0.0 must be > 0"),
@@ -79,3 +80,28 @@ def test_pass_at_k_advantage_needs_a_group():
         check(run_config("algorithm.advantage=grpo_passk", "algorithm.samples_per_prompt=1"), world_size=1)
     check(run_config("algorithm.advantage=grpo_passk", "algorithm.samples_per_prompt=2", "trainer.micro_batch_size=8"),
           world_size=1)
+
+
+ALGORITHM_PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "algorithm").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", ALGORITHM_PRESETS)
+def test_every_algorithm_preset_composes_and_passes_the_checks(name):
+    cfg = run_config(f"algorithm={name}", "trainer.micro_batch_size=8")
+    check(cfg, world_size=1)
+    assert cfg.algorithm.name == name
+
+
+ROLLOUT_CORRECTION_ERRORS = [
+    (["rollout_is=tok"], r"unknown rollout IS level 'tok'; known: sequence, token"),
+    (["rollout_is=token", "rollout_is_threshold=abc"], r"rollout_is_threshold 'abc': expected a positive number"),
+    (["rollout_rs=token_k1"], r"rollout_rs='token_k1' needs rollout_rs_threshold"),
+    (["rollout_rs=token_k9", "rollout_rs_threshold=2.0"], r"unknown rollout rejection mode 'token_k9'"),
+    (["bypass_mode=true", "rollout_is=token"], r"bypass_mode=true takes the sampler's log-probs as pi_old"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", ROLLOUT_CORRECTION_ERRORS, ids=[" ".join(o) for o, _ in ROLLOUT_CORRECTION_ERRORS])
+def test_a_bad_rollout_correction_is_refused_at_start_up(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        check(run_config(*(f"algorithm.rollout_correction.{o}" for o in overrides), "trainer.micro_batch_size=8"), world_size=1)

@@ -68,6 +68,7 @@ def test_a_cut_sampler_and_the_actor_agree(tiny_tokenizer, tiny_model, top_k, to
         whole = response_forward(*args).logprobs
     mask = out.response_mask.bool()
     torch.testing.assert_close(out.sample_logprobs[mask], cut[mask], atol=2e-5, rtol=1e-5)
+    assert (out.sample_logprobs[~mask] == 0).all()  # past the stop token: 0, not the -inf of a cut-off pad token
     assert (cut[mask] - whole[mask]).max() > 1e-3  # the cut renormalises: without it the ratio would be off
 
 

@@ -10,7 +10,15 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
-from algorithms import TrainBatch, compute_policy_loss, kl_penalty, masked_mean, policy_loss_options, value_loss
+from algorithms import (
+    TrainBatch,
+    compute_policy_loss,
+    kl_penalty,
+    masked_mean,
+    policy_loss_options,
+    rollout_mismatch_metrics,
+    value_loss,
+)
 from algorithms.masked import aggregate_loss
 from algorithms.truncation import truncated_logprobs
 from train.config import AlgorithmConfig, BatchPlan
@@ -133,7 +141,7 @@ def micro_batch_loss(
     mini-batch. The loss takes the options it names from ``algo`` (``algorithms.policy_loss_options``);
     ``generator`` seeds the losses that pick tokens at random (clip_cov). ``train_actor=False`` zeroes the actor's terms (critic warm-up) but keeps them in the
     graph, so data-parallel gradient sync sees every parameter."""
-    mask = batch.response_mask.float()
+    mask = batch.trained_mask.float()
     out = response_forward(
         model, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, temperature,
         with_entropy=True, entropy_grad=algo.entropy_coef > 0, top_k=top_k, top_p=top_p,
@@ -147,10 +155,14 @@ def micro_batch_loss(
     loss, metrics = compute_policy_loss(
         algo.policy_loss, logprobs, old_logprobs, batch.advantages.to(device), mask,
         agg=algo.loss_agg, generator=generator, **agg, **options,
+        rollout_is_weights=None if batch.rollout_is_weights is None else batch.rollout_is_weights.to(device),
     )
     metrics["pg_loss"] = loss.detach()
     # the sampler against the trainer on the same tokens: ~0 when the rollout engine has the current weights
     metrics[LOGPROB_GAP] = masked_mean((batch.sample_logprobs.to(device) - old_logprobs).abs(), mask)
+    sampled = batch.sample_logprobs.to(device)
+    for key, value in rollout_mismatch_metrics(old_logprobs.detach(), sampled, mask).items():  # verl's figures
+        metrics[f"rollout_corr/{key}"] = value
     if algo.kl_coef > 0:
         kl = kl_penalty(logprobs, batch.ref_logprobs.to(device), algo.kl_estimator)
         kl_loss = aggregate_loss(kl, mask, algo.loss_agg, **agg)
@@ -232,7 +244,7 @@ def update_policy(
 
 
 def _global_norm(accelerator: Accelerator, mini: TrainBatch, max_len: int) -> LossNorm:
-    counts = torch.tensor([float(mini.response_mask.sum()), float(len(mini))], device=accelerator.device)
+    counts = torch.tensor([float(mini.trained_mask.sum()), float(len(mini))], device=accelerator.device)
     summed = accelerator.reduce(counts, reduction="sum")
     return LossNorm(num_tokens=max(float(summed[0]), 1.0), num_seqs=float(summed[1]), max_len=max_len)
 

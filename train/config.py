@@ -12,7 +12,9 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from algorithms import AGGREGATIONS, ESTIMATORS, KL_ESTIMATORS, POLICY_LOSSES
+import torch
+
+from algorithms import AGGREGATIONS, ESTIMATORS, KL_ESTIMATORS, POLICY_LOSSES, rollout_correction
 
 
 class ConfigError(ValueError):
@@ -36,6 +38,23 @@ class DistillConfig:
     path: Optional[str] = None  # null = the task's stronger built-in teacher; else a .jsonl/.parquet of prompt/completion pairs from any model
     prompt_field: str = "prompt"  # the file's field holding a prompt (fed as the task's prompts are: task.chat wraps it)
     completion_field: str = "completion"  # the file's field holding the teacher's completion (trained on, then EOS)
+
+
+@dataclass
+class RolloutCorrectionConfig:
+    """The sampler-trainer mismatch corrected (verl's ``algorithm.rollout_correction``; ``algorithms.rollout_correction``).
+
+    Off by default, as in the paper. Turn it on when the sampler's log-probs drift from the trainer's:
+    vLLM in bf16 against float32 training, stale weights (async rollouts), other kernels. Watch
+    ``rollout_corr/kl`` and ``rollout/logprob_abs_diff`` first: near 0 there is nothing to correct.
+    """
+
+    rollout_is: Optional[str] = None  # importance weights pi_old / pi_sampler: null (off), token or sequence
+    rollout_is_threshold: Optional[str] = "2.0"  # "C": truncate weights at C (TIS); "lo_hi": zero weights outside [lo, hi] (IcePop)
+    rollout_is_batch_normalize: bool = False  # rescale the weights to mean 1 over the batch: unbiased scale, more variance
+    rollout_rs: Optional[str] = None  # rejection: null (off) or verl's modes (token_k1, seq_mean_k3, ...; comma-chained)
+    rollout_rs_threshold: Optional[str] = None  # k1 modes: "lo_hi" ratio bounds (or "C" for [1/C, C]); k2/k3: an upper bound
+    bypass_mode: bool = False  # pi_old := the sampler's log-probs: no recomputation pass, the PPO ratio corrects the mismatch
 
 
 @dataclass
@@ -71,6 +90,7 @@ class AlgorithmConfig:
     overlong_buffer: int = 0  # soft length penalty over the last N tokens before the cap (DAPO); 0 = off
     overlong_penalty: float = 1.0  # penalty at the length cap when overlong_buffer > 0
     critic: CriticConfig = field(default_factory=CriticConfig)  # PPO's value model
+    rollout_correction: RolloutCorrectionConfig = field(default_factory=RolloutCorrectionConfig)  # sampler mismatch
     distill: DistillConfig = field(default_factory=DistillConfig)  # the teacher when trainer=distill
 
 
@@ -303,6 +323,7 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
     if algo.advantage == "grpo_passk" and algo.samples_per_prompt < 2:
         raise ConfigError("algorithm.advantage=grpo_passk pays each group's best sample against its runner-up: "
                           f"set algorithm.samples_per_prompt >= 2 (got {algo.samples_per_prompt})")
+    _check_rollout_correction(algo.rollout_correction)
     if algo.reward_kl_estimator not in KL_ESTIMATORS:
         raise ConfigError(f"algorithm.reward_kl_estimator={algo.reward_kl_estimator!r} is unknown; choose one of: {', '.join(KL_ESTIMATORS.names())}")
     _check_ranges(cfg)
@@ -361,6 +382,23 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
 OVERLONG_POLICIES = ("drop", "error")
 
 
+def _check_rollout_correction(corr: RolloutCorrectionConfig) -> None:
+    """Modes and thresholds parsed as the loop will parse them, on a one-token batch."""
+    key = "algorithm.rollout_correction"
+    if corr.bypass_mode and (corr.rollout_is is not None or corr.rollout_rs is not None):
+        raise ConfigError(f"{key}.bypass_mode=true takes the sampler's log-probs as pi_old, so the PPO ratio itself "
+                          f"corrects the mismatch: set {key}.rollout_is and rollout_rs to null, or bypass_mode=false")
+    if corr.rollout_is is None and corr.rollout_rs is None:
+        return
+    try:
+        rollout_correction(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1), rollout_is=corr.rollout_is,
+                           rollout_is_threshold=corr.rollout_is_threshold,
+                           rollout_is_batch_normalize=corr.rollout_is_batch_normalize,
+                           rollout_rs=corr.rollout_rs, rollout_rs_threshold=corr.rollout_rs_threshold)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ConfigError(f"{key}: {err.args[0]}") from err
+
+
 def _check_ranges(cfg: RunConfig) -> None:
     """Each numeric field on its own: in range and finite (NaN fails every comparison, so it fails here)."""
     t, algo, r, ev = cfg.trainer, cfg.algorithm, cfg.rollout, cfg.eval
@@ -381,7 +419,7 @@ def _check_ranges(cfg: RunConfig) -> None:
          "> 0 seconds (default 1800)"),
         ("algorithm.samples_per_prompt", algo.samples_per_prompt, algo.samples_per_prompt >= 1, ">= 1"),
         ("algorithm.ppo_epochs", algo.ppo_epochs, algo.ppo_epochs >= 1, ">= 1"),
-        ("algorithm.clip_low", algo.clip_low, 0 <= algo.clip_low < 1, "in [0, 1)"),
+        ("algorithm.clip_low", algo.clip_low, 0 <= algo.clip_low <= 1, "in [0, 1] (1: no lower bound, as CISPO uses it)"),
         ("algorithm.clip_high", algo.clip_high, 0 <= algo.clip_high and finite(algo.clip_high), ">= 0"),
         ("algorithm.clip_cov_ratio", algo.clip_cov_ratio, 0 < algo.clip_cov_ratio <= 1, "in (0, 1] (share of tokens cut)"),
         ("algorithm.clip_cov_ub", algo.clip_cov_ub, finite(algo.clip_cov_ub) and algo.clip_cov_ub > algo.clip_cov_lb,

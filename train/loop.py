@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from algorithms import AdvantageInputs, ScoredRollouts, TrainBatch, compute_advantages, kl_penalty
+from algorithms import AdvantageInputs, ScoredRollouts, TrainBatch, compute_advantages, kl_penalty, rollout_correction
 from train.actor import batched_forward, update_policy
 from train.checkpoint import save_checkpoint
 from train.config import BatchPlan, RunConfig
@@ -57,14 +57,14 @@ def train(t: Trainer, start_step: int = 0) -> None:
         if cfg.algorithm.greedy_baseline:
             baseline = greedy_baseline(t.engine, got.prompts, t.rewards_of, cfg, got.scored.group_ids)
         t2 = time.perf_counter()
-        batch = make_train_batch(t, got.scored, baseline)
+        batch, corrected = make_train_batch(t, got.scored, baseline)
         update = update_policy(
             acc, t.model, t.optimizer, t.scheduler, batch, cfg.algorithm, t.plan, cfg.rollout.temperature,
             cfg.trainer.max_grad_norm, cfg.rollout.max_new_tokens, step_generator(cfg.seed, step),
             train_actor=step >= cfg.algorithm.critic.warmup_steps, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
         )
         t3 = time.perf_counter()
-        metrics = {**rollout_metrics(acc, batch), **got.stats, **update, **timing(acc, batch, got.stats, t0, t1, t2, t3),
+        metrics = {**rollout_metrics(acc, batch), **got.stats, **process_mean(acc, corrected), **update, **timing(acc, batch, got.stats, t0, t1, t2, t3),
                    **task_diagnostics(acc, cfg.task.name, got)}
         done = step + 1
         if done % cfg.logger.log_every == 0 or done == cfg.trainer.total_steps:
@@ -80,15 +80,31 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(mix(seed, step, 1 << 20))
 
 
-def make_train_batch(t: Trainer, scored: ScoredRollouts, baseline_rewards: Optional[torch.Tensor] = None) -> TrainBatch:
-    """Old and reference log-probs, critic values, token rewards (+ KL penalty) and advantages."""
+def make_train_batch(
+    t: Trainer, scored: ScoredRollouts, baseline_rewards: Optional[torch.Tensor] = None
+) -> tuple[TrainBatch, dict[str, float]]:
+    """Old and reference log-probs, critic values, the rollout correction, token rewards (+ KL penalty)
+    and advantages; with the correction's metrics (``rollout_corr/*``, empty when it is off)."""
     algo, micro, temperature = t.cfg.algorithm, t.cfg.trainer.micro_batch_size, t.cfg.rollout.temperature
     cut = dict(top_k=t.cfg.rollout.top_k, top_p=t.cfg.rollout.top_p)  # the sampler's distribution (algorithms.truncation)
+    corr = algo.rollout_correction
+    correcting = (corr.rollout_is is not None or corr.rollout_rs is not None) and not corr.bypass_mode
     one_update = algo.ppo_epochs == 1 and t.plan.mini_batches == 1  # then pi_old is the policy as it is updated
     old, values = None, None
-    if not one_update or algo.critic.enabled or algo.reward_kl_coef > 0:  # skip a forward pass when nothing needs it
-        old, values = batched_forward(t.model, scored, temperature, micro, **cut)
+    if correcting or algo.critic.enabled or algo.reward_kl_coef > 0 or not (one_update or corr.bypass_mode):
+        old, values = batched_forward(t.model, scored, temperature, micro, **cut)  # skipped when nothing needs it
+    if corr.bypass_mode:
+        old = scored.sample_logprobs * scored.response_mask  # verl's bypass mode: the sampler is pi_old
     ref = batched_forward(t.ref_model, scored, temperature, micro, **cut)[0] if t.ref_model is not None else None
+    weights, loss_mask, corr_metrics = None, None, {}
+    if correcting:
+        weights, loss_mask, found = rollout_correction(
+            old, scored.sample_logprobs, scored.response_mask.to(old.dtype), rollout_is=corr.rollout_is,
+            rollout_is_threshold=corr.rollout_is_threshold, rollout_is_batch_normalize=corr.rollout_is_batch_normalize,
+            rollout_rs=corr.rollout_rs, rollout_rs_threshold=corr.rollout_rs_threshold,
+        )
+        # the weights' and the rejection's figures; the mismatch itself is logged by the actor every step
+        corr_metrics = {f"rollout_corr/{k}": float(v) for k, v in found.items() if k.startswith(("rollout_is", "rollout_rs"))}
     mask = scored.response_mask.float()
     last = (mask.sum(-1).long() - 1).clamp(min=0)
     token_rewards = torch.zeros_like(mask).scatter_(1, last.unsqueeze(-1), scored.rewards.unsqueeze(-1))
@@ -100,8 +116,17 @@ def make_train_batch(t: Trainer, scored: ScoredRollouts, baseline_rewards: Optio
                         values=values, baseline_rewards=baseline_rewards),
         gamma=algo.gamma, lam=algo.lam, norm_by_std=algo.norm_by_std,
     )
-    return TrainBatch.of(scored, old_logprobs=old, ref_logprobs=ref, advantages=adv.advantages, returns=adv.returns,
-                         old_values=values)
+    batch = TrainBatch.of(scored, old_logprobs=old, ref_logprobs=ref, advantages=adv.advantages, returns=adv.returns,
+                          old_values=values, loss_mask=loss_mask, rollout_is_weights=weights)
+    return batch, corr_metrics
+
+
+def process_mean(acc: Accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    """Each metric averaged over the processes (every process has the same keys)."""
+    if not metrics or acc.num_processes == 1:
+        return metrics
+    values = acc.reduce(torch.tensor(list(metrics.values()), device=acc.device), reduction="mean").cpu()
+    return dict(zip(metrics, values.tolist()))
 
 
 def rollout_metrics(acc: Accelerator, batch: TrainBatch) -> dict[str, float]:

@@ -82,7 +82,7 @@ def finish_rollouts(
         prompt_mask=prompt_mask,
         response_ids=response_ids,
         response_mask=response_mask,
-        sample_logprobs=sample_logprobs * response_mask,
+        sample_logprobs=sample_logprobs.masked_fill(response_mask == 0, 0.0),  # -inf past the stop under a top-k/top-p cut
         group_ids=group_ids,
         texts=texts,
         truncated=truncated,
