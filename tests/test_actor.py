@@ -99,3 +99,21 @@ def test_every_policy_loss_option_is_a_config_field_with_the_losses_default():
             assert option in fields, f"policy loss {name!r} takes {option!r}, which AlgorithmConfig lacks"
             if option != "clip_c":
                 assert fields[option] == default, (name, option)
+
+
+def test_rejected_tokens_leave_the_loss_and_weights_scale_it(tiny_tokenizer, tiny_model):
+    """Rollout correction's hand-off: tokens outside ``loss_mask`` are neither trained nor counted (a
+    rejected suffix gives the loss of a batch that ends before it), and IS weights multiply each token's loss."""
+    batch = _train_batch(tiny_tokenizer)
+    keep = batch.response_mask.clone()
+    keep[0, 2:] = 0  # row 0's suffix rejected
+    norm = LossNorm(float(keep.sum()), 4.0, 5)
+    algo = AlgorithmConfig()
+    corrected, _ = micro_batch_loss(tiny_model, dataclasses.replace(batch, loss_mask=keep), algo, 1.0, norm)
+    shorter, _ = micro_batch_loss(tiny_model, dataclasses.replace(batch, response_mask=keep), algo, 1.0, norm)
+    torch.testing.assert_close(corrected, shorter)
+    full, _ = micro_batch_loss(tiny_model, batch, algo, 1.0, norm)
+    assert not torch.allclose(corrected, full)
+    doubled, _ = micro_batch_loss(tiny_model, dataclasses.replace(batch, rollout_is_weights=torch.full((4, 5), 2.0)),
+                                  algo, 1.0, norm)
+    torch.testing.assert_close(doubled, 2 * full)
