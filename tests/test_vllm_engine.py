@@ -236,6 +236,23 @@ def test_grpo_trains_with_vllm_rollouts(tmp_path):
     assert 0 < summary["base"]["pass_at_k"]["8"] <= 1
 
 
+@pytest.mark.slow
+def test_rollout_correction_with_vllm_under_a_nucleus(tmp_path):
+    """vLLM rollouts at top-p 0.9 with token IS and token_k1 rejection: the trainer replays vLLM's nucleus
+    (the gap stays ~0, the IS weights ~1, nothing rejected) and the correction's figures are logged."""
+    vllm_shape = ["model.builtin.hidden_size=64", "model.builtin.num_heads=2"]
+    corr = "algorithm.rollout_correction"
+    args = [*TINY, *vllm_shape, f"model.cache_dir={tmp_path / 'cache'}", "rollout=vllm", "rollout.vllm.max_num_seqs=64",
+            "rollout.vllm.enforce_eager=true", "rollout.top_p=0.9", "trainer.total_steps=2", "trainer.mini_batch_size=16",
+            f"{corr}.rollout_is=token", f"{corr}.rollout_rs=token_k1", f"{corr}.rollout_rs_threshold=0.5_2.0",
+            "eval.after_train=false", f"run_dir={tmp_path / 'run'}"]
+    run_cli("rlvr-train", args, cwd=tmp_path, timeout=900)
+    for m in metrics(tmp_path / "run"):
+        assert m["rollout/logprob_abs_diff"] < 1e-4, "the trainer does not score tokens under vLLM's nucleus"
+        assert abs(m["rollout_corr/rollout_is_mean"] - 1) < 1e-3 and m["rollout_corr/rollout_rs_masked_fraction"] == 0
+        assert abs(m["rollout_corr/kl"]) < 1e-4
+
+
 @pytest.mark.distributed
 @pytest.mark.parametrize("deepspeed,lora", [("none", 0), ("zero3", 0), ("zero3", 4)], ids=["ddp", "zero3", "zero3-lora"])
 def test_two_processes_each_with_an_engine(deepspeed, lora, tmp_path):
