@@ -161,8 +161,9 @@ def micro_batch_loss(
     # the sampler against the trainer on the same tokens: ~0 when the rollout engine has the current weights
     metrics[LOGPROB_GAP] = masked_mean((batch.sample_logprobs.to(device) - old_logprobs).abs(), mask)
     sampled = batch.sample_logprobs.to(device)
-    for key, value in rollout_mismatch_metrics(old_logprobs.detach(), sampled, mask).items():  # verl's figures
-        metrics[f"rollout_corr/{key}"] = value
+    if bool(mask.any()):  # a micro-batch that rejection emptied has nothing to compare
+        for key, value in rollout_mismatch_metrics(old_logprobs.detach(), sampled, mask).items():  # verl's figures
+            metrics[f"rollout_corr/{key}"] = value
     if algo.kl_coef > 0:
         kl = kl_penalty(logprobs, batch.ref_logprobs.to(device), algo.kl_estimator)
         kl_loss = aggregate_loss(kl, mask, algo.loss_agg, **agg)
