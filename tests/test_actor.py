@@ -117,3 +117,10 @@ def test_rejected_tokens_leave_the_loss_and_weights_scale_it(tiny_tokenizer, tin
     doubled, _ = micro_batch_loss(tiny_model, dataclasses.replace(batch, rollout_is_weights=torch.full((4, 5), 2.0)),
                                   algo, 1.0, norm)
     torch.testing.assert_close(doubled, 2 * full)
+
+
+def test_a_micro_batch_that_rejection_emptied_adds_nothing(tiny_tokenizer, tiny_model):
+    batch = _train_batch(tiny_tokenizer)
+    empty = dataclasses.replace(batch, loss_mask=torch.zeros_like(batch.response_mask))
+    loss, metrics = micro_batch_loss(tiny_model, empty, AlgorithmConfig(), 1.0, LossNorm(10.0, 4.0, 5))
+    assert float(loss) == 0.0 and "rollout_corr/kl" not in metrics
