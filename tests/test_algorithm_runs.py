@@ -28,6 +28,9 @@ def test_algorithm_trains_and_checkpoints(algorithm, tmp_path, tiny_cache):
     for m in logged:
         assert all(math.isfinite(v) for v in m.values() if isinstance(v, float)), m
         assert m["rollout/logprob_abs_diff"] < 1e-3, "the sampler and the trainer disagree on the same tokens"
+        assert all(m[f"time/{stage}"] > 0 and m[f"memory/{stage}_peak_gib"] > 0
+                   for stage in ("weight_push", "rollout", "old_logprobs", "update"))
+        assert m["perf/tokens_per_s_per_process"] == m["perf/tokens_per_s"]  # one process
     base = AutoModelForCausalLM.from_pretrained(read_run_info(run_dir)["base_model"]).state_dict()
     final = AutoModelForCausalLM.from_pretrained(run_dir / "checkpoints" / "step_000003").state_dict()
     assert any(not torch.equal(base[k], final[k]) for k in base), "no parameter moved"

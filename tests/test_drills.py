@@ -2,7 +2,7 @@
 disk fills up mid-save, resume to the uninterrupted run's weights (byte for byte) and metrics.
 
 Each drill trains the TINY model for 6 steps with checkpoints every 2 steps and compares against one
-uninterrupted reference run. Timing and throughput metrics (``time/*``, ``perf/*``) are the only keys
+uninterrupted reference run. Timing, throughput and memory metrics (``time/*``, ``perf/*``, ``memory/*``) are the only keys
 allowed to differ. About a minute per drill on 2 cores. The 2-process drills (a killed or stopped rank)
 are in ``tests/test_distributed.py``.
 """
@@ -42,7 +42,7 @@ def _metrics(run_dir: Path) -> dict[int, dict]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r["train/step"] for r in records]
     assert steps == sorted(set(steps)), f"steps logged twice or out of order: {steps}"
-    return {r["train/step"]: {k: v for k, v in r.items() if not k.startswith(("time/", "perf/"))} for r in records}
+    return {r["train/step"]: {k: v for k, v in r.items() if not k.startswith(("time/", "perf/", "memory/"))} for r in records}
 
 
 def _assert_same_run(run_dir: Path, reference: Path) -> None:

@@ -17,6 +17,7 @@ from train.actor import batched_forward, update_policy
 from train.checkpoint import save_checkpoint
 from train.config import BatchPlan, RunConfig
 from train.models import DTYPES
+from train.profiling import Stages
 from train.rewards import WeightedRewards
 from train.rollout.base import RolloutEngine
 from train.sampling import collect, greedy_baseline, mix, task_diagnostics
@@ -48,23 +49,27 @@ def train(t: Trainer, start_step: int = 0) -> None:
     cfg, acc = t.cfg, t.accelerator
     bar = tqdm(range(start_step, cfg.trainer.total_steps), desc=f"RL ({cfg.algorithm.name})",
                initial=start_step, total=cfg.trainer.total_steps, disable=not acc.is_main_process)
+    stages = Stages(acc.device)
     for step in bar:
         t0 = time.perf_counter()
-        t.engine.sync_weights(t.model)
-        got = collect(t.engine, acc, t.problems, t.rewards_of, cfg, t.plan, step, t.tokenizer.pad_token_id)
-        t1 = time.perf_counter()
+        with stages("weight_push"):
+            t.engine.sync_weights(t.model)
+        with stages("rollout"):
+            got = collect(t.engine, acc, t.problems, t.rewards_of, cfg, t.plan, step, t.tokenizer.pad_token_id)
         baseline = None
         if cfg.algorithm.greedy_baseline:
-            baseline = greedy_baseline(t.engine, got.prompts, t.rewards_of, cfg, got.scored.group_ids)
-        t2 = time.perf_counter()
-        batch, corrected = make_train_batch(t, got.scored, baseline)
-        update = update_policy(
-            acc, t.model, t.optimizer, t.scheduler, batch, cfg.algorithm, t.plan, cfg.rollout.temperature,
-            cfg.trainer.max_grad_norm, cfg.rollout.max_new_tokens, step_generator(cfg.seed, step),
-            train_actor=step >= cfg.algorithm.critic.warmup_steps, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
-        )
-        t3 = time.perf_counter()
-        metrics = {**rollout_metrics(acc, batch), **got.stats, **process_mean(acc, corrected), **update, **timing(acc, batch, got.stats, t0, t1, t2, t3),
+            with stages("baseline_rollout"):
+                baseline = greedy_baseline(t.engine, got.prompts, t.rewards_of, cfg, got.scored.group_ids)
+        with stages("old_logprobs"):  # and reference log-probs, critic values, rollout correction, advantages
+            batch, corrected = make_train_batch(t, got.scored, baseline)
+        with stages("update"):
+            update = update_policy(
+                acc, t.model, t.optimizer, t.scheduler, batch, cfg.algorithm, t.plan, cfg.rollout.temperature,
+                cfg.trainer.max_grad_norm, cfg.rollout.max_new_tokens, step_generator(cfg.seed, step),
+                train_actor=step >= cfg.algorithm.critic.warmup_steps, top_k=cfg.rollout.top_k, top_p=cfg.rollout.top_p,
+            )
+        metrics = {**rollout_metrics(acc, batch), **got.stats, **process_mean(acc, corrected), **update,
+                   **timing(acc, batch, got.stats, stages.metrics(), time.perf_counter() - t0),
                    **task_diagnostics(acc, cfg.task.name, got)}
         done = step + 1
         if done % cfg.logger.log_every == 0 or done == cfg.trainer.total_steps:
@@ -149,14 +154,16 @@ def rollout_metrics(acc: Accelerator, batch: TrainBatch) -> dict[str, float]:
     }
 
 
-def timing(acc: Accelerator, batch: TrainBatch, stats: dict, t0: float, t1: float, t2: float, t3: float) -> dict[str, float]:
-    """Seconds per stage (rollout, reward, ReMax's baseline rollout, update) and throughput."""
+def timing(acc: Accelerator, batch: TrainBatch, stats: dict, stages: dict[str, float], step_seconds: float) -> dict[str, float]:
+    """Seconds per stage (weight push, rollout, reward, ReMax's baseline rollout, old log-probs, update),
+    each stage's peak memory on this process, and throughput over all processes and per process."""
     tokens = float(acc.reduce(torch.tensor(float(batch.response_mask.sum()), device=acc.device), reduction="sum"))
+    generation = stages["time/rollout"] - stats["time/reward"]  # all DAPO rounds, without scoring
     return {
-        "time/step": t3 - t0,
-        "time/rollout": t1 - t0 - stats["time/reward"],  # generation (all DAPO rounds)
-        "time/baseline_rollout": t2 - t1,  # ReMax's greedy rollouts: its extra cost
-        "time/update": t3 - t2,
-        "perf/tokens_per_s": tokens / max(t3 - t0, 1e-9),
-        "perf/rollout_tokens_per_s": tokens / max(t1 - t0 - stats["time/reward"], 1e-9),
+        **stages,
+        "time/step": step_seconds,
+        "time/rollout": generation,
+        "perf/tokens_per_s": tokens / max(step_seconds, 1e-9),
+        "perf/tokens_per_s_per_process": tokens / acc.num_processes / max(step_seconds, 1e-9),
+        "perf/rollout_tokens_per_s": tokens / max(generation, 1e-9),
     }
