@@ -24,6 +24,7 @@ from eval.samples import read_samples, samples_path
 from eval.summarize import print_table, summarize, write_summary
 from eval.sweep import SweepTarget, eval_problems, problem_hash, records_path, sweep, targets_of
 from train.config import ConfigError, RunConfig, TaskConfig
+from train.profiling import Stages
 from train.tracking import Tracker, read_run_info
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -61,14 +62,16 @@ def sweep_and_report(run_dir: Path, cfg: RunConfig, progress: bool = True) -> di
     info = read_run_info(run_dir)
     targets = targets_of(run_dir, info["base_model"], dict(cfg.eval.models))
     summaries: dict[str, dict] = {}
+    stages = Stages(torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu"))
     for i, task in enumerate(eval_tasks(cfg)):
         task_cfg = dataclasses.replace(cfg, task=task)
         out = Path(run_dir) / "eval" / ("" if i == 0 else f"tasks/{task.name}")
         problems = eval_problems(task_cfg, info["base_model"])  # the run's base, whichever task
         records_file = records_path(run_dir, task_cfg)
-        records = sweep(records_file, targets, problems, task_cfg, progress=progress)
+        with stages("sweep"):
+            records = sweep(records_file, targets, problems, task_cfg, progress=progress)
         summaries[task.name] = report(out, records, task_cfg, targets, problems, records_file, progress=progress)
-    _log(run_dir, cfg, info["config"], summaries)
+    _log(run_dir, cfg, info["config"], summaries, stages.metrics())
     print(f"report: {write_report(run_dir)}")
     return next(iter(summaries.values()))
 
@@ -109,12 +112,14 @@ def _perplexity(path: Path, samples_file: Path, targets, problems, cfg: RunConfi
     return stored["models"]
 
 
-def _log(run_dir: Path, cfg: RunConfig, run_config: dict, summaries: dict[str, dict]) -> None:
-    """pass@k, ΔSE and their intervals at each checkpoint's step, the curves as tables, the figures as media."""
+def _log(run_dir: Path, cfg: RunConfig, run_config: dict, summaries: dict[str, dict], costs: dict[str, float]) -> None:
+    """pass@k, ΔSE and their intervals at each checkpoint's step, the curves as tables, the figures as media;
+    the sweep's seconds and peak memory (``costs``) at the last step."""
     tracker = Tracker(run_dir, cfg.logger, run_config, name=Path(run_dir).name)
     for i, (task, summary) in enumerate(summaries.items()):
         prefix = "eval" if i == 0 else f"eval/{task}"
         k_max, base = summary["k_max"], summary["base"]
+        last_step = max((c["step"] for c in summary["checkpoints"] if c["step"] is not None), default=None)
         for ckpt in summary["checkpoints"]:
             if ckpt["step"] is None:
                 continue
@@ -126,6 +131,7 @@ def _log(run_dir: Path, cfg: RunConfig, run_config: dict, summaries: dict[str, d
                 f"{prefix}/delta_se": ckpt["delta_se"], f"{prefix}/delta_se_lo": ckpt["delta_se_ci"][0],
                 f"{prefix}/delta_se_hi": ckpt["delta_se_ci"][1],
                 f"{prefix}/base_pass@1": base["pass_at_k"][1], f"{prefix}/base_pass@{k_max}": base["pass_at_k"][k_max],
+                **(costs if i == 0 and ckpt["step"] == last_step else {}),
             }, step=ckpt["step"])  # fmt: skip
             tracker.log_curve(f"{prefix}/passk_curve", _curve_rows(summary, ckpt),
                               ["k", "model", "pass@k", "lo", "hi"], step=ckpt["step"])  # fmt: skip

@@ -56,6 +56,7 @@ def test_main_job_writes_summary_plots_and_table(swept_run):
     evals = {m["train/step"]: m for m in logged if "eval/pass@1" in m}
     assert sorted(evals) == [2, 4]
     assert evals[4]["eval/pass@1"] == pytest.approx(summary["checkpoints"][1]["pass_at_k"][1])
+    assert evals[4]["time/sweep"] > 0 and evals[4]["memory/sweep_peak_gib"] > 0 and "time/sweep" not in evals[2]
 
 
 def test_interrupted_sweep_resumes_where_it_stopped(swept_run):
