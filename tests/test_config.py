@@ -105,3 +105,20 @@ ROLLOUT_CORRECTION_ERRORS = [
 def test_a_bad_rollout_correction_is_refused_at_start_up(overrides, message):
     with pytest.raises(ConfigError, match=message):
         check(run_config(*(f"algorithm.rollout_correction.{o}" for o in overrides), "trainer.micro_batch_size=8"), world_size=1)
+
+
+def test_vllm_tensor_parallelism_is_refused_as_not_built_yet():
+    from train.config import VLLMConfig, check_vllm
+
+    with pytest.raises(ConfigError, match=r"tensor_parallel_size=2: tensor parallelism inside the engine is not built yet.*"
+                                          r"rank 0 runs alone.*Set rollout.vllm.tensor_parallel_size=1"):
+        check_vllm(VLLMConfig(tensor_parallel_size=2))
+    check_vllm(VLLMConfig())  # 1 GPU per engine, awake: nothing to ask of vLLM
+
+
+@pytest.mark.parametrize("level", [-1, 3])
+def test_vllm_sleep_levels_are_vllm_s(level):
+    from train.config import VLLMConfig, check_vllm
+
+    with pytest.raises(ConfigError, match=rf"sleep_mode={level} must be 0 \(off\), 1 .* or 2"):
+        check_vllm(VLLMConfig(sleep_mode=level))

@@ -25,6 +25,9 @@ class ScriptedEngine:
     def sync_weights(self, model):
         pass
 
+    def release(self):
+        pass
+
     def generate(self, prompts, params: SamplingParams) -> Rollouts:
         self.calls += 1
         texts = []

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -30,6 +31,7 @@ from train.rollout.base import SamplingParams  # noqa: E402
 from train.rollout.hf import HFEngine  # noqa: E402
 from train.tasks.arithmetic import ALPHABET  # noqa: E402
 from train.tracking import read_run_info  # noqa: E402
+from vllm.platforms import current_platform  # noqa: E402
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on CPU (default: a share of all RAM)
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
@@ -45,6 +47,10 @@ DIST_RUN = [
     "trainer.threads=1", "trainer.lr=1e-3", "eval.after_train=false", "logger.wandb=false",
 ]
 ENGINE_CFG = VLLMConfig(max_model_len=128, max_num_seqs=64, enforce_eager=True, enable_prefix_caching=True)
+# vLLM's sleep mode runs where its platform says it can: CUDA and ROCm GPUs, not CPUs
+# (vllm/platforms/interface.py, Platform.is_sleep_mode_available; vllm-cpu's worker ignores sleep and wake_up)
+CANNOT_SLEEP = (f"vLLM cannot sleep on {type(current_platform).__name__}: "
+                "current_platform.is_sleep_mode_available() is False")
 
 
 @pytest.fixture(scope="module")
@@ -339,3 +345,129 @@ def test_seeded_requests_with_long_prompts_on_cpu(engine):
     params = SamplingParams(n=4, temperature=1.0, max_new_tokens=4, seed=21)
     first, again = engine.generate(prompts, params), engine.generate(prompts, params)
     assert len(first) == 64 and first.texts == again.texts
+
+
+@pytest.mark.skipif(current_platform.is_sleep_mode_available(), reason="this platform can sleep")
+def test_sleep_mode_where_vllm_cannot_sleep_stops_the_run_at_start_up():
+    from tests.test_datasets import run_config
+    from train.config import ConfigError, check
+
+    with pytest.raises(ConfigError, match=rf"sleep_mode=1: vLLM cannot sleep on this machine's platform, "
+                                          rf"{type(current_platform).__name__} \(cpu\).*Set rollout.vllm.sleep_mode=0"):
+        check(run_config("rollout=vllm", "rollout.vllm.sleep_mode=1"), world_size=1)
+
+
+class SleepyLLM:
+    """A stand-in for vLLM's ``LLM`` (only its public API: sleep, wake_up, collective_rpc, reset_prefix_cache,
+    generate) that behaves as sleep mode does on a GPU: asleep, the weights' memory is unmapped (a push into it
+    fails) and nothing can be sampled; level 2 also forgets the weights until a push or a load rewrites them.
+    It answers every request with the prompt's last token. ``calls`` records what happened, in order."""
+
+    def __init__(self, **settings):
+        self.settings = settings
+        self.calls: list[str] = []
+        self.asleep: set[str] = set()
+        self.weights_lost = False
+
+    def sleep(self, level: int = 1) -> None:
+        assert not self.asleep, "asleep already"
+        self.asleep, self.weights_lost = {"weights", "kv_cache"}, level == 2
+        self.calls.append(f"sleep({level})")
+
+    def wake_up(self, tags=None) -> None:
+        tags = list(tags or ("weights", "kv_cache"))
+        self.asleep -= set(tags)
+        self.calls.append(f"wake_up({','.join(tags)})")
+
+    def collective_rpc(self, method, kwargs=None):
+        if method == "reload_weights":
+            assert "weights" not in self.asleep, "weights pushed into a sleeping engine"
+            if "weights_iterator" in kwargs:
+                assert sum(1 for _ in kwargs["weights_iterator"]) > 0
+            self.weights_lost = False
+            self.calls.append("push" if "weights_iterator" in kwargs else "load")
+        return []
+
+    def reset_prefix_cache(self) -> bool:
+        return True
+
+    def generate(self, prompts, requests, use_tqdm=False):
+        assert not self.asleep and not self.weights_lost, f"sampling from a sleeping engine ({self.asleep})"
+        if not self.calls or self.calls[-1] != "generate":
+            self.calls.append("generate")
+        eos = requests[0].stop_token_ids[0]  # the engine puts the tokenizer's EOS first
+
+        def answer(prompt, request):  # the prompt's last token, then EOS
+            tokens = [prompt["prompt_token_ids"][-1], eos]
+            logprobs = [{token: SimpleNamespace(logprob=-0.5)} for token in tokens]
+            return SimpleNamespace(outputs=[SimpleNamespace(index=j, token_ids=tokens, logprobs=logprobs) for j in range(request.n)])
+
+        return [answer(prompt, request) for prompt, request in zip(prompts, requests)]
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_a_sleeping_engine_wakes_for_each_push_and_never_sleeps_in_the_sweep(level, model_folder, tokenizer, tmp_path,
+                                                                             monkeypatch):
+    """Two training steps and the closing sweep, in process, on a stand-in for vLLM's LLM where vLLM here
+    cannot sleep: the engine sleeps after each rollout, wakes its weights before each push and its KV cache
+    after it (TRL's order), and the sweep's weight loads wake it and nothing puts it back to sleep."""
+    import vllm
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    import train.rollout.vllm_engine as vllm_engine
+    from eval.study import sweep_and_report
+    from train.config import register_configs
+    from train.main import run
+
+    built: list[SleepyLLM] = []
+    monkeypatch.setattr(vllm, "LLM", lambda **settings: built.append(SleepyLLM(**settings)) or built[-1])
+    monkeypatch.setattr(vllm_engine, "_PROCESS_LLM", {})  # this process's real engine stays out of it
+    monkeypatch.setattr(current_platform, "is_sleep_mode_available", lambda: True)  # as on a GPU
+    register_configs()
+    overrides = ["task=arithmetic", "model=hf", f"model.name_or_path={model_folder}", "model.dtype=float32",
+                 "rollout=vllm", f"rollout.vllm.sleep_mode={level}", "trainer.total_steps=2", "trainer.save_every=2",
+                 "trainer.prompts_per_step=2", "trainer.micro_batch_size=8", "trainer.threads=1",
+                 "task.train_size=50", "task.test_size=4", "eval.n=2", "eval.num_problems=2",
+                 "eval.bootstrap_resamples=100", "logger.wandb=false", f"run_dir={tmp_path / 'run'}"]
+    with initialize_config_module("conf", version_base=None):
+        raw = compose("config", overrides=overrides)
+    cfg = OmegaConf.to_object(raw)
+    done = run(cfg, tmp_path / "run", OmegaConf.to_container(raw, resolve=True))
+    sweep_and_report(done, cfg, progress=False)
+    [llm] = built  # one engine for training and the sweep
+    assert llm.settings["enable_sleep_mode"] is True
+    sleep = f"sleep({level})"
+    assert llm.calls == [
+        "push", "generate", sleep,  # step 1: the engine starts awake
+        "wake_up(weights)", "push", "wake_up(kv_cache)", "generate", sleep,  # step 2
+        "wake_up(weights)", "load", "wake_up(kv_cache)", "generate",  # the sweep: base,
+        "load", "generate",  # then the checkpoint, awake throughout
+    ]
+    logged = [m for m in metrics(tmp_path / "run") if "train/accuracy" in m]
+    assert [m["train/step"] for m in logged] == [1, 2] and all("time/release" in m for m in logged)
+    # and an engine put to sleep samples nothing until weights are pushed into it
+    engine = vllm_engine.VLLMEngine(str(model_folder), tokenizer, None, cfg.rollout.vllm, dtype="float32",
+                                    max_model_len=llm.settings["max_model_len"])
+    assert engine.llm is llm
+    engine.release()
+    with pytest.raises(RuntimeError, match=r"asleep .* push weights into it first"):
+        engine.generate(PROMPTS, SamplingParams(n=1, max_new_tokens=4))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not current_platform.is_sleep_mode_available(), reason=CANNOT_SLEEP)
+@pytest.mark.parametrize("level", [1, 2])
+def test_grpo_trains_with_an_engine_that_sleeps_between_rollouts(level, tmp_path):
+    """rollout.vllm.sleep_mode on a platform where vLLM sleeps: every step the pushed weights are the ones
+    sampled from (level 2 forgets them while asleep), and the closing sweep samples base and checkpoint."""
+    vllm_shape = ["model.builtin.hidden_size=64", "model.builtin.num_heads=2"]
+    args = [*TINY, *vllm_shape, f"model.cache_dir={tmp_path / 'cache'}", "rollout=vllm", "rollout.vllm.max_num_seqs=64",
+            "rollout.vllm.enforce_eager=true", f"rollout.vllm.sleep_mode={level}", "trainer.total_steps=3",
+            "trainer.save_every=3", "trainer.lr=3e-4", "eval.n=8", "eval.num_problems=6", f"run_dir={tmp_path / 'run'}"]
+    run_cli("rlvr-train", args, cwd=tmp_path, timeout=900)
+    logged = [m for m in metrics(tmp_path / "run") if "train/accuracy" in m]
+    assert [m["train/step"] for m in logged] == [1, 2, 3]
+    assert all(m["rollout/logprob_abs_diff"] < 1e-4 for m in logged), "vLLM sampled from other weights than the trainer's"
+    summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
+    assert [c["step"] for c in summary["checkpoints"]] == [3] and 0 < summary["base"]["pass_at_k"]["8"] <= 1

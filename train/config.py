@@ -192,6 +192,11 @@ class VLLMConfig:
     enforce_eager: bool = False  # true: no CUDA graphs (less memory and start-up time, slower decoding)
     enable_prefix_caching: bool = True  # the n samples of a prompt share its KV cache
     dtype: str = "auto"  # vLLM's weight dtype; auto = model.dtype (bfloat16 saves memory against float32 training weights)
+    # 0: vLLM holds its memory through the update. 1, 2: it sleeps after each training rollout and wakes for the next
+    # weight push (TRL's vllm_enable_sleep_mode), freeing its GPU share for the update at the cost of the wake-up:
+    # 1 moves the weights to CPU memory, 2 drops them (the push rewrites them all); both drop the KV cache. GPUs only
+    sleep_mode: int = 0
+    tensor_parallel_size: int = 1  # GPUs one engine spans; only 1 is built (each process's engine samples its own prompts)
 
 
 @dataclass
@@ -491,3 +496,31 @@ def _check_engine(rollout: RolloutConfig) -> None:
             "rollout=vllm needs vLLM in this environment: pip install -e '.[vllm]' on GPUs "
             "(README: vLLM rollouts), or use rollout=hf, which runs anywhere"
         )
+    check_vllm(rollout.vllm)
+
+
+def check_vllm(vllm: VLLMConfig) -> None:
+    """What the vllm engine can do here: sleep only on a platform where vLLM can, no tensor parallelism yet.
+    Run at start-up and by every vLLM engine (``rlvr-eval`` builds engines without the start-up checks)."""
+    if vllm.tensor_parallel_size != 1:
+        raise ConfigError(
+            f"rollout.vllm.tensor_parallel_size={vllm.tensor_parallel_size}: tensor parallelism inside the engine is not "
+            "built yet. Each training process holds its own engine and samples only its own prompts; an engine spread "
+            "over N processes would need their prompts gathered and each process's share handed back (TRL's "
+            "vllm_tensor_parallel_size), and the closing pass@k sweep, which rank 0 runs alone, would need all N. "
+            "Set rollout.vllm.tensor_parallel_size=1"
+        )
+    if vllm.sleep_mode not in (0, 1, 2):
+        raise ConfigError(
+            f"rollout.vllm.sleep_mode={vllm.sleep_mode} must be 0 (off), 1 (weights kept in CPU memory while asleep) "
+            "or 2 (weights dropped, pushed again on waking)"
+        )
+    if vllm.sleep_mode:
+        from vllm.platforms import current_platform
+
+        if not current_platform.is_sleep_mode_available():
+            raise ConfigError(
+                f"rollout.vllm.sleep_mode={vllm.sleep_mode}: vLLM cannot sleep on this machine's platform, "
+                f"{type(current_platform).__name__} ({current_platform.device_name}): its sleep mode frees GPU memory "
+                "and runs on GPU platforms only. Set rollout.vllm.sleep_mode=0"
+            )

@@ -52,7 +52,7 @@ def train(t: Trainer, start_step: int = 0) -> None:
     stages = Stages(acc.device)
     for step in bar:
         t0 = time.perf_counter()
-        with stages("weight_push"):
+        with stages("weight_push"):  # wakes an engine that sleeps between rollouts (rollout.vllm.sleep_mode)
             t.engine.sync_weights(t.model)
         with stages("rollout"):
             got = collect(t.engine, acc, t.problems, t.rewards_of, cfg, t.plan, step, t.tokenizer.pad_token_id)
@@ -60,6 +60,8 @@ def train(t: Trainer, start_step: int = 0) -> None:
         if cfg.algorithm.greedy_baseline:
             with stages("baseline_rollout"):
                 baseline = greedy_baseline(t.engine, got.prompts, t.rewards_of, cfg, got.scored.group_ids)
+        with stages("release"):  # rollouts done: a sleeping vLLM engine frees its memory for the update
+            t.engine.release()
         with stages("old_logprobs"):  # and reference log-probs, critic values, rollout correction, advantages
             batch, corrected = make_train_batch(t, got.scored, baseline)
         with stages("update"):

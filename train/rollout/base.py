@@ -1,7 +1,8 @@
 """The rollout engine interface: prompts x n samples -> ``Rollouts``.
 
 The training loop talks only to this interface, so the HF ``generate`` engine and a vLLM engine
-(which keeps its own copy of the weights, refreshed by ``sync_weights``) are interchangeable.
+(which keeps its own copy of the weights, refreshed by ``sync_weights``, and may give its memory back
+between rollouts, ``release``) are interchangeable.
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ class RolloutEngine(Protocol):
         ...
 
     def sync_weights(self, model: torch.nn.Module) -> None:
-        """Make the next ``generate`` use ``model``'s current weights."""
+        """Make the next ``generate`` use ``model``'s current weights (waking an engine that ``release`` put to sleep)."""
+        ...
+
+    def release(self) -> None:
+        """Rollouts are done until the next ``sync_weights``: free what the engine holds meanwhile (vLLM's sleep mode)."""
         ...
 
 

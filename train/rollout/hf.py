@@ -72,6 +72,9 @@ class HFEngine:
     def sync_weights(self, model: torch.nn.Module) -> None:
         """Nothing to do: ``generate`` runs on the training module itself."""
 
+    def release(self) -> None:
+        """Nothing to do: the engine holds no memory of its own."""
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> Rollouts:
         encoded = self.tokenizer(list(prompts), add_special_tokens=self.add_special_tokens)["input_ids"]

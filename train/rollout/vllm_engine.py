@@ -3,12 +3,19 @@
 The layout is TRL's ``vllm_mode="colocate"``: every training process holds its own vLLM engine in the
 same process (``distributed_executor_backend="external_launcher"``, so it joins the trainer's process
 group instead of spawning workers; a lone process uses vLLM's single-process executor), samples its
-own share of the prompts (tensor parallelism is not supported yet), and before each step takes
+own share of the prompts (tensor parallelism is not built yet: ``check_vllm``), and before each step takes
 the policy's current weights with vLLM's in-place reload (``collective_rpc("reload_weights")``), the
 path that repacks weights for every backend (TRL's ``model.load_weights`` skips that repacking and
 fails on vLLM's CPU backend). The weights are streamed into it one parameter at a time; under
 DeepSpeed ZeRO-3 each is gathered only while vLLM reads it (``train.lora.streamed_weights``, TRL's
 way), so the push never holds the whole model gathered.
+
+Sleep (``rollout.vllm.sleep_mode``, TRL's ``vllm_enable_sleep_mode``): after each training rollout the
+loop calls ``release`` and vLLM sleeps (``LLM.sleep``: level 1 moves the weights to CPU memory, level 2
+drops them; both drop the KV cache), giving its GPU share to the update. The next push wakes it in
+TRL's order: the weights first (a push into sleeping weights writes unmapped memory, and a level-1
+wake-up would copy the old weights over it), then the push, then the KV cache. Nothing samples from a
+sleeping engine: ``generate`` refuses, and the sweep's engines load their weights first, which wakes it.
 
 Sizing (TRL's colocate settings): ``max_model_len`` left null is the longest prompt of the run plus
 the larger response budget (``rollout.max_new_tokens``, ``eval.max_new_tokens``), not the model's
@@ -37,7 +44,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from algorithms.batch import Rollouts
-from train.config import RunConfig, VLLMConfig
+from train.config import RunConfig, VLLMConfig, check_vllm
 from train.rollout.base import SamplingParams, assemble_rollouts
 
 _SEED_SPACE = 2**31  # vLLM seeds child j of a request with seed + j: draw request seeds far apart
@@ -89,7 +96,8 @@ def _holds(held: Optional[int], wanted: Optional[int]) -> bool:
     return held is None or (wanted is not None and wanted <= held)
 
 
-# vLLM keeps process-wide parallel state, so a process holds one LLM; engines built later share it
+# vLLM keeps process-wide parallel state, so a process holds one LLM; engines built later share it (and its
+# sleep: "asleep" holds the parts, "weights" and "kv_cache", that have not woken up yet)
 _PROCESS_LLM: dict[str, Any] = {}
 _SHAPE_KEYS = ("architectures", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                "num_key_value_heads", "intermediate_size", "tie_word_embeddings")
@@ -123,7 +131,7 @@ def _process_llm(model_path: str, settings: dict[str, Any], seed: int, trust_rem
 
     llm = LLM(model=str(model_path), distributed_executor_backend=_executor_backend(), seed=seed,  # request seeds
               trust_remote_code=trust_remote_code, **settings)  # decide the samples; this one, vLLM's start-up
-    _PROCESS_LLM.update(llm=llm, settings=settings, shape=shape)
+    _PROCESS_LLM.update(llm=llm, settings=settings, shape=shape, asleep=set())
     return llm, True
 
 
@@ -136,7 +144,7 @@ class VLLMEngine:
     where the weights first come from. ``max_model_len``: the longest sequence (prompt + response) it
     must hold (see :func:`model_len`). ``seed_requests``: seed each request from ``SamplingParams.seed``
     (the sweep); otherwise only the engine is seeded (training rollouts). Engines built later in the
-    same process share the one ``LLM``.
+    same process share the one ``LLM``. ``cfg.sleep_mode`` > 0: ``release`` puts it to sleep.
     """
 
     def __init__(
@@ -158,6 +166,8 @@ class VLLMEngine:
         self.weights = weights
         self.seed_requests = seed_requests
         self.add_special_tokens = add_special_tokens
+        check_vllm(cfg)  # sleep mode where vLLM can sleep, one GPU per engine
+        self.sleep_level = cfg.sleep_mode
         settings = dict(
             dtype=cfg.dtype if cfg.dtype != "auto" else dtype,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
@@ -168,32 +178,58 @@ class VLLMEngine:
             enable_prefix_caching=cfg.enable_prefix_caching,
             logprobs_mode="processed_logprobs",
             generation_config="vllm",  # never the model's generation_config.json defaults (top_k, penalties)
+            enable_sleep_mode=cfg.sleep_mode > 0,
         )
         self.llm, fresh = _process_llm(str(model_path), settings, seed, trust_remote_code)
         if not fresh:
             self.load_weights_from(str(model_path))
 
     def sync_weights(self, model: torch.nn.Module) -> None:
-        """Push the policy's current weights (from ``weights``) into vLLM, in place, as they are read."""
+        """Push the policy's current weights (from ``weights``) into vLLM, in place, as they are read;
+        a sleeping engine wakes for it."""
         if self.weights is None:
             raise RuntimeError("this engine was built without weights to sync from (weights=None)")
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(self.weights())})
-        self._after_reload()
-
-    def _after_reload(self) -> None:
-        self.llm.collective_rpc(_retie_output_embeddings)
-        self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
+        self._reload(weights_iterator=iter(self.weights()))
 
     def load_weights_from(self, folder: str) -> None:
-        """Swap in the weights saved in an HF model ``folder`` of the same architecture (a checkpoint)."""
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
-        self._after_reload()
+        """Swap in the weights saved in an HF model ``folder`` of the same architecture (a checkpoint);
+        a sleeping engine wakes for it."""
+        self._reload(weights_path=str(folder))
+
+    def release(self) -> None:
+        """Give vLLM's memory back until the next push (``rollout.vllm.sleep_mode``; nothing at 0)."""
+        if self.sleep_level and not _PROCESS_LLM["asleep"]:
+            self.llm.sleep(level=self.sleep_level)
+            _PROCESS_LLM["asleep"] = {"weights", "kv_cache"}
+
+    def _reload(self, **source: Any) -> None:
+        """Weights in, in place (``reload_weights`` from ``weights_iterator`` or ``weights_path``): woken
+        first, the KV cache after, as TRL does (the push's gathered layers never meet a full KV cache)."""
+        self._wake("weights")
+        self.llm.collective_rpc("reload_weights", kwargs=source)
+        self.llm.collective_rpc(_retie_output_embeddings)
+        self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
+        self._wake("kv_cache")
+
+    def _wake(self, part: str) -> None:
+        asleep = _PROCESS_LLM["asleep"]
+        if part not in asleep:
+            return
+        if part == "weights" and torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the update's cached blocks, back for vLLM's own allocator (TRL: OOM otherwise)
+        self.llm.wake_up(tags=[part])
+        asleep.discard(part)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], params: SamplingParams) -> Rollouts:
         from vllm import SamplingParams as VLLMSamplingParams
         from vllm.inputs import TokensPrompt
 
+        if _PROCESS_LLM["asleep"]:
+            raise RuntimeError(
+                f"the vLLM engine is asleep ({sorted(_PROCESS_LLM['asleep'])}, rollout.vllm.sleep_mode): push weights "
+                "into it first (sync_weights or load_weights_from), which wakes it"
+            )
         encoded = self.tokenizer(list(prompts), add_special_tokens=self.add_special_tokens)["input_ids"]
         stop_ids = (self.tokenizer.eos_token_id, *params.stop_token_ids)
         draw = random.Random(params.seed)
