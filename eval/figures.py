@@ -54,10 +54,13 @@ def plot_perplexity(table: dict[str, dict], out_png: str | Path) -> Path:
                 positions.append(i + offset)
                 data.append(values)
                 colours.append(colour)
-    parts = ax.boxplot(data, positions=positions, widths=0.3, showfliers=False, patch_artist=True)
-    for patch, colour in zip(parts["boxes"], colours):
-        patch.set_facecolor(colour)
-        patch.set_alpha(0.6)
+    if not data:  # every kept response was empty (a model that only ends at once): nothing to score
+        ax.text(0.5, 0.5, "no non-empty response to score", ha="center", va="center", transform=ax.transAxes)
+    else:
+        parts = ax.boxplot(data, positions=positions, widths=0.3, showfliers=False, patch_artist=True)
+        for patch, colour in zip(parts["boxes"], colours):
+            patch.set_facecolor(colour)
+            patch.set_alpha(0.6)
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("perplexity of a response")
     ax.set_title("Responses scored by the base model (blue) and by the model that wrote them (orange)")

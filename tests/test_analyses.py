@@ -54,3 +54,12 @@ def test_perplexity_batched_with_padding_equals_one_at_a_time(tiny_model, tiny_t
         logprobs = torch.log_softmax(tiny_model(torch.tensor([ids])).logits[0, :-1].double(), -1)
     nll = -logprobs[len(ids) - 2, ids[-1]].item()
     assert together[1] == pytest.approx(math.exp(nll), rel=1e-5)
+
+
+def test_perplexity_figure_with_nothing_to_score(tmp_path):
+    """A model whose kept responses are all empty (it ends at once) still gets a figure, saying so."""
+    from eval.figures import plot_perplexity
+
+    empty = {"count": 0, "values": []}
+    png = plot_perplexity({"base": {"under_base": empty, "under_self": empty}}, tmp_path / "perplexity.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
