@@ -31,6 +31,7 @@ from train.config import AlgorithmConfig, BuiltinModelConfig
 SAMPLES = 16  # rows of the fixed batch: 4 prompts x 4 samples
 MICRO_BATCH = 8  # 1 process: grad-accum 2; 2 processes: grad-accum 1
 PROMPT_LEN, RESPONSE_LEN = 6, 10
+LONG_RESPONSE_LEN = 24  # response columns of the skewed batch (a few long responses, most short)
 MODEL = BuiltinModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=3)
 ALGO = AlgorithmConfig(samples_per_prompt=4, kl_coef=0.05)  # KL on, so its aggregation is checked too
 
@@ -42,28 +43,39 @@ def tiny_model():
     return build_model(MODEL, build_tokenizer(ALPHABET))
 
 
-def fixed_batch(model: torch.nn.Module) -> TrainBatch:
+def response_width(skewed: bool = False) -> int:
+    """Response columns of ``fixed_batch``: the length budget its Dr.GRPO normaliser takes."""
+    return LONG_RESPONSE_LEN if skewed else RESPONSE_LEN
+
+
+def fixed_batch(model: torch.nn.Module, skewed: bool = False) -> TrainBatch:
     """A rollout batch with ragged prompts and responses, the same in every process.
 
     ``old_logprobs`` are ``model``'s own log-probs plus noise, so the PPO ratio moves off 1 and some
     tokens clip; response lengths differ, so token- and sequence-level aggregations disagree.
+    ``skewed``: rows 0-2 long (16 to 24 response tokens), the other 13 short (1 to 4), as RL batches
+    often are; split over 2 processes, the first gets the long ones.
     """
     from train.actor import response_logprobs
 
     gen = torch.Generator().manual_seed(11)
     vocab = model.config.vocab_size
+    width = response_width(skewed)
     prompt_lens = torch.randint(2, PROMPT_LEN + 1, (SAMPLES,), generator=gen)
     response_lens = torch.randint(1, RESPONSE_LEN + 1, (SAMPLES,), generator=gen)
+    if skewed:
+        response_lens = torch.cat([torch.randint(16, width + 1, (3,), generator=gen),
+                                   torch.randint(1, 5, (SAMPLES - 3,), generator=gen)])
     positions = torch.arange(PROMPT_LEN)
     prompt_mask = (positions >= PROMPT_LEN - prompt_lens[:, None]).long()  # left-padded
-    response_mask = (torch.arange(RESPONSE_LEN) < response_lens[:, None]).long()  # right-padded
+    response_mask = (torch.arange(width) < response_lens[:, None]).long()  # right-padded
     prompt_ids = torch.randint(4, vocab, (SAMPLES, PROMPT_LEN), generator=gen) * prompt_mask
-    response_ids = torch.randint(4, vocab, (SAMPLES, RESPONSE_LEN), generator=gen) * response_mask
+    response_ids = torch.randint(4, vocab, (SAMPLES, width), generator=gen) * response_mask
     with torch.no_grad():
         current, _ = response_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mask, 1.0)
-    noise = 0.15 * torch.randn(SAMPLES, RESPONSE_LEN, generator=gen)
+    noise = 0.15 * torch.randn(SAMPLES, width, generator=gen)
     mask = response_mask.float()
-    advantages = torch.randn(SAMPLES, 1, generator=gen).expand(-1, RESPONSE_LEN) * mask
+    advantages = torch.randn(SAMPLES, 1, generator=gen).expand(-1, width) * mask
     return TrainBatch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
