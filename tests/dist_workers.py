@@ -11,10 +11,12 @@
     gathered at that moment are counted. Rank 0 saves the counts, the streamed weights and the weights
     gathered all at once with ``plain_weights`` to ``OUT``.
 
-``python dist_workers.py update OUT PRESET LOSS_AGG [LOSS_AGG ...]``
+``python dist_workers.py update OUT PRESET BUDGET LOSS_AGG [LOSS_AGG ...]``
     One ``update_policy`` step (plain SGD, lr 1, no clipping) on the fixed batch of ``fixed_batch``,
     each process taking its contiguous share; rank 0 saves the updated weights and the reported
     gradient norm per aggregation to ``OUT``. With 1 process the same step runs as 2 micro-batches.
+    ``BUDGET`` > 0: on the skewed batch, in micro-batches of at most that many tokens
+    (trainer.max_tokens_per_micro_batch); every rank's micro-batch count is saved too.
 """
 
 from __future__ import annotations
@@ -180,13 +182,13 @@ def stream(out: Path) -> None:
     torch.distributed.barrier()
 
 
-def one_update(out: Path, preset: str, aggregations: list[str]) -> None:
+def one_update(out: Path, preset: str, budget: int, aggregations: list[str]) -> None:
     import dataclasses
 
     from omegaconf import OmegaConf
 
     from train.actor import update_policy
-    from train.config import DeepSpeedConfig, RunConfig, TrainerConfig, check
+    from train.config import DeepSpeedConfig, RolloutConfig, RunConfig, TrainerConfig, check
     from train.distributed import build_accelerator, keep_grad_norm, world_size_from_env
 
     torch.set_num_threads(1)
@@ -195,7 +197,9 @@ def one_update(out: Path, preset: str, aggregations: list[str]) -> None:
     cfg = RunConfig(
         algorithm=ALGO,
         deepspeed=DeepSpeedConfig(preset=ds["preset"], config=ds["config"]),
-        trainer=TrainerConfig(prompts_per_step=SAMPLES // ALGO.samples_per_prompt, micro_batch_size=MICRO_BATCH, max_grad_norm=0.0),
+        trainer=TrainerConfig(prompts_per_step=SAMPLES // ALGO.samples_per_prompt, micro_batch_size=MICRO_BATCH, max_grad_norm=0.0,
+                              max_tokens_per_micro_batch=budget),
+        rollout=RolloutConfig(max_new_tokens=response_width(skewed=budget > 0)),
     )
     if preset != "none" and len(aggregations) > 1:
         raise SystemExit("accelerate drives one DeepSpeed engine per Accelerator: one aggregation per launch")
@@ -204,7 +208,7 @@ def one_update(out: Path, preset: str, aggregations: list[str]) -> None:
     results = {"grad_accum": plan.grad_accum, "world_size": plan.world_size}
     for agg in aggregations:
         model = tiny_model()
-        batch = fixed_batch(model)
+        batch = fixed_batch(model, skewed=budget > 0)
         rank, share = accelerator.process_index, plan.samples_per_process
         local = batch.select(torch.arange(rank * share, (rank + 1) * share))
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -213,9 +217,14 @@ def one_update(out: Path, preset: str, aggregations: list[str]) -> None:
         keep_grad_norm(accelerator, model)
         metrics = update_policy(
             accelerator, model, optimizer, scheduler, local, dataclasses.replace(ALGO, loss_agg=agg), plan,
-            temperature=1.0, max_grad_norm=0.0, max_len=RESPONSE_LEN, generator=torch.Generator().manual_seed(0),
+            temperature=1.0, max_grad_norm=0.0, max_len=response_width(skewed=budget > 0),
+            generator=torch.Generator().manual_seed(0),
         )
         results[agg] = {"weights": weights_of(accelerator, model), "grad_norm": metrics["actor/grad_norm"]}
+        if budget:
+            counts = torch.tensor([metrics["actor/micro_batches"]], device=accelerator.device)
+            results[agg].update(micro_batches=accelerator.gather(counts).tolist(),
+                                over_budget=metrics["actor/over_budget_samples"])
     if accelerator.is_main_process:
         torch.save(results, out)
     accelerator.wait_for_everyone()
@@ -228,6 +237,6 @@ if __name__ == "__main__":
     elif mode == "stream":
         stream(Path(target))
     elif mode == "update":
-        one_update(Path(target), rest[0], rest[1:])
+        one_update(Path(target), rest[0], int(rest[1]), rest[2:])
     else:
         raise SystemExit(f"unknown mode {mode!r}; use train, stream or update")
