@@ -39,6 +39,26 @@ class Rollouts:
                 picked[f.name] = value
         return type(self)(**picked)
 
+    def trim_padding(self):
+        """The same rows without the columns that are padding in every row: prompt columns on the left
+        (``prompt_mask`` 0 throughout) and response columns on the right (``response_mask`` 0 throughout),
+        so a micro-batch of short samples is not as wide as the batch it came from. At least one column of
+        each is kept. Every 2-D field but the prompt's two is response-aligned (B, T)."""
+        prompt_cols = self.prompt_mask.bool().any(0).nonzero()
+        first = min(int(prompt_cols[0]) if len(prompt_cols) else self.prompt_mask.shape[1], self.prompt_mask.shape[1] - 1)
+        response_cols = self.response_mask.bool().any(0).nonzero()
+        end = max(int(response_cols[-1]) + 1 if len(response_cols) else 0, 1)
+        trimmed = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor) and value.dim() >= 2:
+                value = value[:, first:] if f.name in PROMPT_FIELDS else value[:, :end]
+            trimmed[f.name] = value
+        return type(self)(**trimmed)
+
+
+PROMPT_FIELDS = ("prompt_ids", "prompt_mask")  # left-padded (B, P); every other 2-D field is (B, T)
+
 
 @dataclass
 class ScoredRollouts(Rollouts):

@@ -11,10 +11,12 @@
     gathered at that moment are counted. Rank 0 saves the counts, the streamed weights and the weights
     gathered all at once with ``plain_weights`` to ``OUT``.
 
-``python dist_workers.py update OUT PRESET LOSS_AGG [LOSS_AGG ...]``
+``python dist_workers.py update OUT PRESET BUDGET LOSS_AGG [LOSS_AGG ...]``
     One ``update_policy`` step (plain SGD, lr 1, no clipping) on the fixed batch of ``fixed_batch``,
     each process taking its contiguous share; rank 0 saves the updated weights and the reported
     gradient norm per aggregation to ``OUT``. With 1 process the same step runs as 2 micro-batches.
+    ``BUDGET`` > 0: on the skewed batch, in micro-batches of at most that many tokens
+    (trainer.max_tokens_per_micro_batch); every rank's micro-batch count is saved too.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from train.config import AlgorithmConfig, BuiltinModelConfig
 SAMPLES = 16  # rows of the fixed batch: 4 prompts x 4 samples
 MICRO_BATCH = 8  # 1 process: grad-accum 2; 2 processes: grad-accum 1
 PROMPT_LEN, RESPONSE_LEN = 6, 10
+LONG_RESPONSE_LEN = 24  # response columns of the skewed batch (a few long responses, most short)
 MODEL = BuiltinModelConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=3)
 ALGO = AlgorithmConfig(samples_per_prompt=4, kl_coef=0.05)  # KL on, so its aggregation is checked too
 
@@ -42,28 +45,39 @@ def tiny_model():
     return build_model(MODEL, build_tokenizer(ALPHABET))
 
 
-def fixed_batch(model: torch.nn.Module) -> TrainBatch:
+def response_width(skewed: bool = False) -> int:
+    """Response columns of ``fixed_batch``: the length budget its Dr.GRPO normaliser takes."""
+    return LONG_RESPONSE_LEN if skewed else RESPONSE_LEN
+
+
+def fixed_batch(model: torch.nn.Module, skewed: bool = False) -> TrainBatch:
     """A rollout batch with ragged prompts and responses, the same in every process.
 
     ``old_logprobs`` are ``model``'s own log-probs plus noise, so the PPO ratio moves off 1 and some
     tokens clip; response lengths differ, so token- and sequence-level aggregations disagree.
+    ``skewed``: rows 0-2 long (16 to 24 response tokens), the other 13 short (1 to 4), as RL batches
+    often are; split over 2 processes, the first gets the long ones.
     """
     from train.actor import response_logprobs
 
     gen = torch.Generator().manual_seed(11)
     vocab = model.config.vocab_size
+    width = response_width(skewed)
     prompt_lens = torch.randint(2, PROMPT_LEN + 1, (SAMPLES,), generator=gen)
     response_lens = torch.randint(1, RESPONSE_LEN + 1, (SAMPLES,), generator=gen)
+    if skewed:
+        response_lens = torch.cat([torch.randint(16, width + 1, (3,), generator=gen),
+                                   torch.randint(1, 5, (SAMPLES - 3,), generator=gen)])
     positions = torch.arange(PROMPT_LEN)
     prompt_mask = (positions >= PROMPT_LEN - prompt_lens[:, None]).long()  # left-padded
-    response_mask = (torch.arange(RESPONSE_LEN) < response_lens[:, None]).long()  # right-padded
+    response_mask = (torch.arange(width) < response_lens[:, None]).long()  # right-padded
     prompt_ids = torch.randint(4, vocab, (SAMPLES, PROMPT_LEN), generator=gen) * prompt_mask
-    response_ids = torch.randint(4, vocab, (SAMPLES, RESPONSE_LEN), generator=gen) * response_mask
+    response_ids = torch.randint(4, vocab, (SAMPLES, width), generator=gen) * response_mask
     with torch.no_grad():
         current, _ = response_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mask, 1.0)
-    noise = 0.15 * torch.randn(SAMPLES, RESPONSE_LEN, generator=gen)
+    noise = 0.15 * torch.randn(SAMPLES, width, generator=gen)
     mask = response_mask.float()
-    advantages = torch.randn(SAMPLES, 1, generator=gen).expand(-1, RESPONSE_LEN) * mask
+    advantages = torch.randn(SAMPLES, 1, generator=gen).expand(-1, width) * mask
     return TrainBatch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
@@ -168,13 +182,13 @@ def stream(out: Path) -> None:
     torch.distributed.barrier()
 
 
-def one_update(out: Path, preset: str, aggregations: list[str]) -> None:
+def one_update(out: Path, preset: str, budget: int, aggregations: list[str]) -> None:
     import dataclasses
 
     from omegaconf import OmegaConf
 
     from train.actor import update_policy
-    from train.config import DeepSpeedConfig, RunConfig, TrainerConfig, check
+    from train.config import DeepSpeedConfig, RolloutConfig, RunConfig, TrainerConfig, check
     from train.distributed import build_accelerator, keep_grad_norm, world_size_from_env
 
     torch.set_num_threads(1)
@@ -183,7 +197,9 @@ def one_update(out: Path, preset: str, aggregations: list[str]) -> None:
     cfg = RunConfig(
         algorithm=ALGO,
         deepspeed=DeepSpeedConfig(preset=ds["preset"], config=ds["config"]),
-        trainer=TrainerConfig(prompts_per_step=SAMPLES // ALGO.samples_per_prompt, micro_batch_size=MICRO_BATCH, max_grad_norm=0.0),
+        trainer=TrainerConfig(prompts_per_step=SAMPLES // ALGO.samples_per_prompt, micro_batch_size=MICRO_BATCH, max_grad_norm=0.0,
+                              max_tokens_per_micro_batch=budget),
+        rollout=RolloutConfig(max_new_tokens=response_width(skewed=budget > 0)),
     )
     if preset != "none" and len(aggregations) > 1:
         raise SystemExit("accelerate drives one DeepSpeed engine per Accelerator: one aggregation per launch")
@@ -192,7 +208,7 @@ def one_update(out: Path, preset: str, aggregations: list[str]) -> None:
     results = {"grad_accum": plan.grad_accum, "world_size": plan.world_size}
     for agg in aggregations:
         model = tiny_model()
-        batch = fixed_batch(model)
+        batch = fixed_batch(model, skewed=budget > 0)
         rank, share = accelerator.process_index, plan.samples_per_process
         local = batch.select(torch.arange(rank * share, (rank + 1) * share))
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -201,9 +217,14 @@ def one_update(out: Path, preset: str, aggregations: list[str]) -> None:
         keep_grad_norm(accelerator, model)
         metrics = update_policy(
             accelerator, model, optimizer, scheduler, local, dataclasses.replace(ALGO, loss_agg=agg), plan,
-            temperature=1.0, max_grad_norm=0.0, max_len=RESPONSE_LEN, generator=torch.Generator().manual_seed(0),
+            temperature=1.0, max_grad_norm=0.0, max_len=response_width(skewed=budget > 0),
+            generator=torch.Generator().manual_seed(0),
         )
         results[agg] = {"weights": weights_of(accelerator, model), "grad_norm": metrics["actor/grad_norm"]}
+        if budget:
+            counts = torch.tensor([metrics["actor/micro_batches"]], device=accelerator.device)
+            results[agg].update(micro_batches=accelerator.gather(counts).tolist(),
+                                over_budget=metrics["actor/over_budget_samples"])
     if accelerator.is_main_process:
         torch.save(results, out)
     accelerator.wait_for_everyone()
@@ -216,6 +237,6 @@ if __name__ == "__main__":
     elif mode == "stream":
         stream(Path(target))
     elif mode == "update":
-        one_update(Path(target), rest[0], rest[1:])
+        one_update(Path(target), rest[0], int(rest[1]), rest[2:])
     else:
         raise SystemExit(f"unknown mode {mode!r}; use train, stream or update")

@@ -23,6 +23,7 @@ BAD = [
     ("trainer.warmup_steps=-1", r"trainer.warmup_steps=-1 must be >= 0"),
     ("trainer.max_grad_norm=-0.5", r"trainer.max_grad_norm=-0.5 must be >= 0 \(0 = no clipping\)"),
     ("trainer.micro_batch_size=0", r"trainer.micro_batch_size=0 must be >= 1"),
+    ("trainer.max_tokens_per_micro_batch=-1", r"trainer.max_tokens_per_micro_batch=-1 must be >= 0"),
     ("trainer.mini_batch_size=-8", r"trainer.mini_batch_size=-8 must be >= 0"),
     ("trainer.weight_decay=-0.1", r"trainer.weight_decay=-0.1 must be >= 0"),
     ("trainer.keep_train_states=-1", r"trainer.keep_train_states=-1 must be >= 0"),
@@ -73,6 +74,20 @@ def test_rlvr_train_stops_before_building_anything(tmp_path):
     assert "config error: trainer.total_steps=-5 must be >= 1" in proc.stderr
     assert not (tmp_path / "cache").exists()  # no base model was built
     assert time.monotonic() - start < 60
+
+
+def test_a_token_budget_must_hold_one_full_response():
+    """Below rollout.max_new_tokens + 1 a full-length response with one prompt token would not fit."""
+    message = (r"trainer.max_tokens_per_micro_batch=32 cannot hold one full response \(rollout.max_new_tokens=64\) and a "
+               r"prompt token: set trainer.max_tokens_per_micro_batch >= 65, .* or trainer.max_tokens_per_micro_batch=0")
+    with pytest.raises(ConfigError, match=message):
+        check(run_config("trainer.max_tokens_per_micro_batch=32"), world_size=1)
+    with pytest.raises(ConfigError, match=r"max_new_tokens=64\) .* >= 65"):
+        check(run_config("trainer.max_tokens_per_micro_batch=64"), world_size=1)
+    assert check(run_config("trainer.max_tokens_per_micro_batch=65"), world_size=1).tokens_per_micro_batch == 65
+    assert check(run_config(), world_size=1).tokens_per_micro_batch == 0  # off by default
+    with pytest.raises(ConfigError, match=r"RL update only; algorithm.trainer=distill .* set trainer.max_tokens_per_micro_batch=0"):
+        check(run_config("algorithm=distill", "trainer.max_tokens_per_micro_batch=512"), world_size=1)
 
 
 def test_pass_at_k_advantage_needs_a_group():

@@ -26,8 +26,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.dist_workers import ALGO, RESPONSE_LEN, fixed_batch, tiny_model
+from algorithms import AGGREGATIONS
+from tests.dist_workers import ALGO, fixed_batch, response_width, tiny_model
 from train.actor import LossNorm, micro_batch_loss
+from train.micro_batches import over_budget, pack, sample_lengths
 
 pytestmark = pytest.mark.distributed
 
@@ -228,14 +230,11 @@ def test_the_gpu_check_passes_on_two_cpu_processes(workdir, args):
     assert len(lines) == 8 and all(line.startswith("PASS") for line in lines), "\n".join(lines) or out[-3000:]
 
 
-AGGREGATIONS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"]
-
-
-def _expected_step(agg: str) -> tuple[dict[str, torch.Tensor], float]:
+def _expected_step(agg: str, skewed: bool = False) -> tuple[dict[str, torch.Tensor], float]:
     """The SGD (lr 1) step on the whole batch at once, no accelerate: (weight change, grad norm)."""
     model = tiny_model()
-    batch = fixed_batch(model)
-    norm = LossNorm(num_tokens=float(batch.response_mask.sum()), num_seqs=float(len(batch)), max_len=RESPONSE_LEN)
+    batch = fixed_batch(model, skewed)
+    norm = LossNorm(num_tokens=float(batch.response_mask.sum()), num_seqs=float(len(batch)), max_len=response_width(skewed))
     loss, _ = micro_batch_loss(model, batch, dataclasses.replace(ALGO, loss_agg=agg), 1.0, norm)
     loss.backward()
     grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()}
@@ -243,24 +242,35 @@ def _expected_step(agg: str) -> tuple[dict[str, torch.Tensor], float]:
     return {name: -g for name, g in grads.items()}, grad_norm
 
 
-@pytest.mark.parametrize("preset, aggregations", [("none", AGGREGATIONS), ("zero2", ["seq-mean-token-mean"])])
-def test_one_step_is_the_same_for_1x2_and_2x1(workdir, preset, aggregations):
+BUDGET = 25  # tokens, the least the check allows: the skewed batch's long samples go alone (one over the budget), short ones 2 or 3 together
+
+
+@pytest.mark.parametrize("preset, aggregations, budget", [
+    ("none", AGGREGATIONS.names(), 0), ("zero2", ["seq-mean-token-mean"], 0),
+    ("none", AGGREGATIONS.names(), BUDGET), ("zero1", ["seq-mean-token-sum"], BUDGET), ("zero2", ["token-mean"], BUDGET),
+    ("zero3", ["seq-mean-token-sum-norm"], BUDGET),
+], ids=["ddp", "zero2", "ddp-token-budget", "zero1-token-budget", "zero2-token-budget", "zero3-token-budget"])  # fmt: skip
+def test_one_step_is_the_same_for_1x2_and_2x1(workdir, preset, aggregations, budget):
     """1 process x grad-accum 2 == 2 processes x grad-accum 1 == the whole batch in one backward.
 
     This is the loss scaling of ``update_policy``: accelerate / DeepSpeed divide each backward by
     grad-accum and average over processes, and the mini-batch normalisers are global counts.
+
+    With a token budget (trainer.max_tokens_per_micro_batch), on a length-skewed batch whose long samples
+    all fall to rank 0: under DDP the ranks run different numbers of micro-batches, under DeepSpeed as many
+    as the rank that needs most (ZeRO reduces at every backward), neither the configured grad-accum. Same step.
     """
     steps = {}
     for processes in (1, 2):
-        out = workdir / f"update_{preset}_{processes}.pt"
-        _launch(["torchrun", "--standalone", "--nproc_per_node", processes, WORKER, "update", out, preset,
+        out = workdir / f"update_{preset}_{budget}_{processes}.pt"
+        _launch(["torchrun", "--standalone", "--nproc_per_node", processes, WORKER, "update", out, preset, budget,
                  *aggregations], cwd=workdir)
         steps[processes] = torch.load(out)
     assert (steps[1]["world_size"], steps[1]["grad_accum"]) == (1, 2)
     assert (steps[2]["world_size"], steps[2]["grad_accum"]) == (2, 1)
     start = {name: p.detach() for name, p in tiny_model().named_parameters()}
     for agg in aggregations:
-        expected, expected_norm = _expected_step(agg)
+        expected, expected_norm = _expected_step(agg, skewed=budget > 0)
         assert expected_norm > 0.1  # a factor-2 scaling error would be far outside the tolerances below
         for processes in (1, 2):
             got = steps[processes][agg]
@@ -269,6 +279,15 @@ def test_one_step_is_the_same_for_1x2_and_2x1(workdir, preset, aggregations):
                 torch.testing.assert_close(change[name], expected[name], rtol=1e-4, atol=1e-6,
                                            msg=lambda m: f"{agg}, {processes} process(es), {name}: {m}")
             assert got["grad_norm"] == pytest.approx(expected_norm, rel=1e-5)
+        if budget:  # micro-batches per rank as packed here; the over-budget sample counted once
+            batch = fixed_batch(tiny_model(), skewed=True)
+            prompts, responses = sample_lengths(batch.prompt_mask, batch.response_mask)
+            half = len(batch) // 2
+            shares = [len(pack(prompts[:half], responses[:half], budget)), len(pack(prompts[half:], responses[half:], budget))]
+            assert shares[0] > shares[1]  # the long samples are all rank 0's
+            assert steps[1][agg]["micro_batches"] == [len(pack(prompts, responses, budget))]
+            assert steps[2][agg]["micro_batches"] == (shares if preset == "none" else [max(shares)] * 2)
+            assert steps[1][agg]["over_budget"] == steps[2][agg]["over_budget"] == over_budget(prompts, responses, budget) == 1
 
 
 # ---- liveness: a rank that stops answering ends the job, with a message ---------------------------------------------

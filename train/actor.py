@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from accelerate import Accelerator
@@ -22,6 +24,7 @@ from algorithms import (
 from algorithms.masked import aggregate_loss
 from algorithms.truncation import truncated_logprobs
 from train.config import AlgorithmConfig, BatchPlan
+from train.micro_batches import over_budget, pack, sample_lengths, split_to
 
 
 @dataclass
@@ -208,6 +211,10 @@ def update_policy(
     process. accelerate (or DeepSpeed) divides each backward by ``grad_accum`` and data-parallel
     training averages over processes; the loss is scaled back up by both so that the step's gradient
     is exactly the aggregation over the whole mini-batch, however it was split.
+
+    With a token budget (``plan.tokens_per_micro_batch``) the micro-batches are packed by length instead
+    (``train.micro_batches``), as many as the budget needs, and accumulated by ``budget_step``; the
+    normalisers and the scaling are the same, so the step is too.
     """
     undo_scaling = plan.grad_accum * plan.world_size
     size = plan.samples_per_mini_batch_per_process
@@ -215,33 +222,109 @@ def update_policy(
     sums: dict[str, float] = {}
     count = 0
     grad_norms: list[float] = []
+    micro_batches: list[int] = []
     for _ in range(algo.ppo_epochs):
         order = torch.randperm(len(batch), generator=generator)
         for start in range(0, len(batch), size):
             mini = batch.select(order[start : start + size])
             norm = _global_norm(accelerator, mini, max_len)
-            for m in range(0, size, micro):
-                with accelerator.accumulate(model):
-                    loss, metrics = micro_batch_loss(
-                        model, mini.select(torch.arange(m, m + micro)), algo, temperature, norm, train_actor,
-                        top_k=top_k, top_p=top_p, generator=generator,
-                    )
-                    accelerator.backward(loss * undo_scaling)
-                    if accelerator.sync_gradients:
-                        grad_norms.append(clip_gradients(accelerator, model, max_grad_norm))
-                    optimizer.step()  # accelerate skips it between accumulation boundaries
-                    optimizer.zero_grad()
-                if accelerator.sync_gradients:
-                    scheduler.step()  # not prepared by accelerate, which would step it once per process
-                for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0.0) + float(value)
+            loss_of = functools.partial(micro_batch_loss, model, algo=algo, temperature=temperature, norm=norm,
+                                        train_actor=train_actor, top_k=top_k, top_p=top_p, generator=generator)
+            if plan.tokens_per_micro_batch:  # one entry per optimizer step
+                grad_norm, step_metrics, parts = budget_step(
+                    accelerator, model, optimizer, scheduler, mini, plan, loss_of, undo_scaling, max_grad_norm)
+                grad_norms.append(grad_norm)
+                micro_batches.append(parts)
+                for key, value in step_metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value
                 count += 1
+            else:
+                for m in range(0, size, micro):  # fixed micro-batches: one entry per micro-batch
+                    with accelerator.accumulate(model):
+                        loss, metrics = loss_of(mini.select(torch.arange(m, m + micro)))
+                        accelerator.backward(loss * undo_scaling)
+                        if accelerator.sync_gradients:
+                            grad_norms.append(clip_gradients(accelerator, model, max_grad_norm))
+                        optimizer.step()  # accelerate skips it between accumulation boundaries
+                        optimizer.zero_grad()
+                    if accelerator.sync_gradients:
+                        scheduler.step()  # not prepared by accelerate, which would step it once per process
+                    for key, value in metrics.items():
+                        sums[key] = sums.get(key, 0.0) + float(value)
+                    count += 1
     out = {(k if "/" in k else f"actor/{k}"): v / count for k, v in sums.items()}
     gap = torch.tensor([out[LOGPROB_GAP]], device=accelerator.device)
     out[LOGPROB_GAP] = float(accelerator.gather(gap).max())  # the worst process: one stale engine shows
     out["actor/grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     out["actor/lr"] = scheduler.get_last_lr()[0]
+    if plan.tokens_per_micro_batch:
+        out.update(budget_metrics(accelerator, batch, plan.tokens_per_micro_batch, micro_batches))
     return out
+
+
+SUMMED = ("pg_loss", "critic/vf_loss")  # normalised by the whole mini-batch: its micro-batches' values add up
+
+
+def budget_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    mini: TrainBatch,
+    plan: BatchPlan,
+    loss_of: Callable[[TrainBatch], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    undo_scaling: float,
+    max_grad_norm: float,
+) -> tuple[float, dict[str, float], int]:
+    """One optimizer step on ``mini`` in token-budget micro-batches: (grad norm, metrics, micro-batches).
+
+    accelerate's ``accumulate`` counts a fixed ``gradient_accumulation_steps``; here the count varies with
+    the lengths, so the boundary is set by hand: ``accelerator.sync_gradients`` is true on the last
+    micro-batch only. Under DDP the others run in ``no_sync`` and the last backward all-reduces the sum, so
+    processes may run different counts. Under DeepSpeed accelerate hands the flag to
+    ``engine.set_gradient_accumulation_boundary`` and steps the engine at the boundary; ZeRO-2 and 3 reduce
+    (and ZeRO-3 gathers parameters) at every micro-batch, so every process runs as many micro-batches as
+    the one that needs most (``split_to``). Each backward is still divided by the configured grad-accum
+    (accelerate's, or DeepSpeed's ``gradient_accumulation_steps``, both ``plan.grad_accum``) and averaged
+    over processes, which ``undo_scaling`` undoes: the step is the aggregation over the mini-batch.
+
+    Metrics: ``SUMMED`` ones are the mini-batch's sum over ``plan.grad_accum``, the fixed path's scale
+    (its mean over micro-batches); the others, means within a micro-batch, are weighted by trained tokens.
+    """
+    prompt_lens, response_lens = sample_lengths(mini.prompt_mask, mini.response_mask)
+    parts = pack(prompt_lens, response_lens, plan.tokens_per_micro_batch)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.num_processes > 1:
+        most = accelerator.gather(torch.tensor([len(parts)], device=accelerator.device)).max()
+        parts = split_to(parts, int(most))
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for i, rows in enumerate(parts):
+        boundary = i == len(parts) - 1
+        accelerator.sync_gradients = boundary  # DeepSpeed's accumulation boundary; optimizer.step() waits for it
+        with contextlib.nullcontext() if boundary else accelerator.no_sync(model):
+            part = mini.select(rows).trim_padding()
+            loss, metrics = loss_of(part)
+            accelerator.backward(loss * undo_scaling)
+        tokens = float(part.trained_mask.sum())
+        for key, value in metrics.items():
+            weight = 1.0 if key in SUMMED else tokens
+            sums[key] = sums.get(key, 0.0) + float(value) * weight
+            weights[key] = weights.get(key, 0.0) + weight
+    grad_norm = clip_gradients(accelerator, model, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad()
+    scheduler.step()  # not prepared by accelerate, which would step it once per process
+    metrics = {key: value / plan.grad_accum if key in SUMMED else value / max(weights[key], 1.0)
+               for key, value in sums.items()}
+    return grad_norm, metrics, len(parts)
+
+
+def budget_metrics(accelerator: Accelerator, batch: TrainBatch, budget: int, micro_batches: list[int]) -> dict[str, float]:
+    """Samples over the budget on all processes (each trained alone), and micro-batches per optimizer step here."""
+    over = over_budget(*sample_lengths(batch.prompt_mask, batch.response_mask), budget)
+    over_all = accelerator.reduce(torch.tensor(float(over), device=accelerator.device), reduction="sum")
+    return {"actor/over_budget_samples": float(over_all),
+            "actor/micro_batches": sum(micro_batches) / max(len(micro_batches), 1)}
 
 
 def _global_norm(accelerator: Accelerator, mini: TrainBatch, max_len: int) -> LossNorm:

@@ -253,6 +253,10 @@ class TrainerConfig:
     prompts_per_step: int = 16  # prompts per rollout batch, all processes together (paper: 128)
     mini_batch_size: int = 0  # samples per optimizer step, all processes; 0 = whole rollout batch
     micro_batch_size: int = 64  # samples per forward/backward on one process: memory against speed
+    # tokens per forward/backward on one process instead (verl: ppo_max_token_len_per_gpu with use_dynamic_bsz):
+    # samples sorted by length and packed while rows x (longest prompt + longest response) fits, so short
+    # responses are not padded to the longest one; bounds activation memory by tokens. 0 = micro_batch_size samples
+    max_tokens_per_micro_batch: int = 0
     lr: float = 2e-4  # actor learning rate
     lr_scheduler: str = "constant_with_warmup"  # transformers scheduler name
     warmup_steps: int = 5  # optimizer steps of linear warm-up
@@ -301,7 +305,8 @@ class BatchPlan:
     samples_per_process: int
     mini_batches: int  # optimizer steps per epoch over one rollout batch
     samples_per_mini_batch_per_process: int
-    grad_accum: int  # micro-batches per optimizer step on one process
+    grad_accum: int  # micro-batches per optimizer step on one process (fixed micro-batches)
+    tokens_per_micro_batch: int = 0  # token budget of a micro-batch (trainer.max_tokens_per_micro_batch); 0 = fixed ones
 
 
 def check(cfg: RunConfig, world_size: int) -> BatchPlan:
@@ -358,6 +363,7 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
             f"trainer.micro_batch_size={trainer.micro_batch_size} must divide the per-process mini-batch "
             f"({mini} samples / {world_size} processes = {mini_local}); try a divisor of {mini_local}"
         )
+    _check_token_budget(cfg)
     if ev.k_max > ev.n:
         raise ConfigError(f"eval.k_max={ev.k_max} is larger than eval.n={ev.n} samples per problem; raise eval.n or lower eval.k_max")
     _check_engine(cfg.rollout)
@@ -381,10 +387,25 @@ def check(cfg: RunConfig, world_size: int) -> BatchPlan:
         mini_batches=samples // mini,
         samples_per_mini_batch_per_process=mini_local,
         grad_accum=mini_local // trainer.micro_batch_size,
+        tokens_per_micro_batch=trainer.max_tokens_per_micro_batch,
     )
 
 
 OVERLONG_POLICIES = ("drop", "error")
+
+
+def _check_token_budget(cfg: RunConfig) -> None:
+    budget, longest = cfg.trainer.max_tokens_per_micro_batch, cfg.rollout.max_new_tokens
+    key = "trainer.max_tokens_per_micro_batch"
+    if 0 < budget < longest + 1:
+        raise ConfigError(
+            f"{key}={budget} cannot hold one full response (rollout.max_new_tokens={longest}) and a prompt token: set "
+            f"{key} >= {longest + 1}, better a few times (longest prompt + {longest}) so that long samples share a "
+            f"micro-batch, or {key}=0 for fixed micro-batches"
+        )
+    if budget and cfg.algorithm.trainer != "rl":
+        raise ConfigError(f"{key} applies to the RL update only; algorithm.trainer={cfg.algorithm.trainer} uses "
+                          f"trainer.micro_batch_size: set {key}=0")
 
 
 def _check_rollout_correction(corr: RolloutCorrectionConfig) -> None:
@@ -413,6 +434,8 @@ def _check_ranges(cfg: RunConfig) -> None:
         ("trainer.prompts_per_step", t.prompts_per_step, t.prompts_per_step >= 1, ">= 1"),
         ("trainer.mini_batch_size", t.mini_batch_size, t.mini_batch_size >= 0, ">= 0 (0 = the whole rollout batch)"),
         ("trainer.micro_batch_size", t.micro_batch_size, t.micro_batch_size >= 1, ">= 1 (samples per forward pass)"),
+        ("trainer.max_tokens_per_micro_batch", t.max_tokens_per_micro_batch, t.max_tokens_per_micro_batch >= 0,
+         ">= 0 (0 = trainer.micro_batch_size samples per micro-batch)"),
         ("trainer.lr", t.lr, 0 < t.lr and finite(t.lr), "> 0 (e.g. 1e-6 for a 7B model, 2e-4 for the built-in one)"),
         ("trainer.warmup_steps", t.warmup_steps, t.warmup_steps >= 0, ">= 0 (0 = no warm-up)"),
         ("trainer.weight_decay", t.weight_decay, 0 <= t.weight_decay and finite(t.weight_decay), ">= 0"),
