@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -67,13 +66,12 @@ def test_the_defaults_and_the_edges_of_each_range_pass():
 
 def test_rlvr_train_stops_before_building_anything(tmp_path):
     """trainer.total_steps=-5 used to run the whole base sweep and exit 0: now exit 2 within the start-up."""
-    start = time.monotonic()
     proc = run_cli("rlvr-train", [f"run_dir={tmp_path / 'run'}", f"model.cache_dir={tmp_path / 'cache'}",
                                   "trainer.total_steps=-5", "logger.wandb=false"], cwd=tmp_path, check=False)  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "config error: trainer.total_steps=-5 must be >= 1" in proc.stderr
     assert not (tmp_path / "cache").exists()  # no base model was built
-    assert time.monotonic() - start < 60
+    assert not (tmp_path / "run" / "eval").exists()  # and nothing swept
 
 
 def test_a_token_budget_must_hold_one_full_response():
