@@ -82,13 +82,15 @@ def test_multirun_comparison_table(tmp_path, tiny_cache):
     assert all((sweep_dir / run / "report.md").exists() for g in comparison["groups"] for run in g["runs"])
 
 
-NEWER = ["gspo", "cispo", "sapo", "gmpo", "clip_cov", "kl_cov", "grpo_passk"]
+# The other presets beyond the paper's six train 40 steps each in the behaviour tier (tests/test_study.py);
+# grpo_passk, whose mean reward that tier cannot check, runs here.
+NEWER = ["grpo_passk"]
 
 
 @pytest.mark.parametrize("algorithm", NEWER)
 def test_newer_objectives_train_with_two_updates_per_batch(algorithm, tmp_path, tiny_cache):
-    """Each preset beyond the paper's six runs through the one loop, with two optimizer steps per rollout
-    batch so the clipped and penalised losses see ratios off 1; weights move, metrics are finite."""
+    """A preset beyond the paper's six runs through the one loop, with two optimizer steps per rollout
+    batch; weights move, metrics are finite."""
     run_dir = tmp_path / algorithm
     run_cli("rlvr-train", [f"algorithm={algorithm}", f"run_dir={run_dir}", f"model.cache_dir={tiny_cache}", *TINY,
                            "trainer.total_steps=2", "trainer.mini_batch_size=16", "eval.after_train=false"], cwd=tmp_path)
