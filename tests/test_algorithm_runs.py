@@ -82,7 +82,7 @@ def test_multirun_comparison_table(tmp_path, tiny_cache):
     assert all((sweep_dir / run / "report.md").exists() for g in comparison["groups"] for run in g["runs"])
 
 
-# The other presets beyond the paper's six train 40 steps each in the behaviour tier (tests/test_study.py);
+# The other presets beyond the paper's six train 30 steps each in the behaviour tier (tests/test_study.py);
 # grpo_passk, whose mean reward that tier cannot check, runs here.
 NEWER = ["grpo_passk"]
 

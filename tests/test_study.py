@@ -44,7 +44,7 @@ NEWER = ["gspo", "cispo", "sapo", "gmpo", "clip_cov", "kl_cov"]
 GROUPS = {
     "paper": (["ppo", "grpo", "reinforce_pp", "rloo", "dapo"], 40, []),
     "remax": (["remax"], 80, []),
-    "newer": (NEWER, 40, ["trainer.mini_batch_size=64"]),
+    "newer": (NEWER, 30, ["trainer.mini_batch_size=64"]),
 }
 
 
