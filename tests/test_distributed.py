@@ -245,13 +245,13 @@ def _expected_step(agg: str, skewed: bool = False) -> tuple[dict[str, torch.Tens
 BUDGET = 25  # tokens, the least the check allows: the skewed batch's long samples go alone (one over the budget), short ones 2 or 3 together
 
 
+# ZeRO-1 and ZeRO-2 with the budget take the same path as ZeRO-3 (counts equalised across ranks); their rows,
+# ("zero1", ["seq-mean-token-sum"], BUDGET) and ("zero2", ["token-mean"], BUDGET), passed when added and are
+# left out to keep the suite short.
 @pytest.mark.parametrize("preset, aggregations, budget", [
     ("none", AGGREGATIONS.names(), 0), ("zero2", ["seq-mean-token-mean"], 0),
     ("none", AGGREGATIONS.names(), BUDGET), ("zero3", ["seq-mean-token-sum-norm"], BUDGET),
 ], ids=["ddp", "zero2", "ddp-token-budget", "zero3-token-budget"])  # fmt: skip
-# ZeRO-1 and ZeRO-2 with the budget take the same path as ZeRO-3 (counts equalised across ranks); their rows,
-# ("zero1", ["seq-mean-token-sum"], BUDGET) and ("zero2", ["token-mean"], BUDGET), passed when added and are
-# left out to keep the suite short.
 def test_one_step_is_the_same_for_1x2_and_2x1(workdir, preset, aggregations, budget):
     """1 process x grad-accum 2 == 2 processes x grad-accum 1 == the whole batch in one backward.
 
