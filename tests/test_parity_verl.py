@@ -31,21 +31,15 @@ Where we differ from verl on purpose, the test says so and checks our documented
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 
 from algorithms import AdvantageInputs, compute_advantages, kl_penalty, policy_loss, value_loss
 from algorithms.advantages import discounted_returns
+from tests.peers import verl_module
 
-if os.environ.get("CI"):
-    import verl.trainer.ppo.core_algos as core_algos  # CI installs verl: a missing one must fail loudly
-else:
-    core_algos = pytest.importorskip(
-        "verl.trainer.ppo.core_algos", reason="verl not installed; see this module's docstring for the pip line"
-    )
+core_algos = verl_module("verl.trainer.ppo.core_algos")
 from verl.trainer.config import AlgoConfig  # noqa: E402
 from verl.workers.config import ActorConfig  # noqa: E402
 

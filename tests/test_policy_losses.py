@@ -37,8 +37,6 @@ does not bind, or with verl's own pieces put together as documented:
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -50,13 +48,9 @@ from algorithms import (
     policy_loss,
     policy_loss_options,
 )
+from tests.peers import verl_module
 
-if os.environ.get("CI"):
-    import verl.trainer.ppo.core_algos as core_algos  # CI installs verl: a missing one must fail loudly
-else:
-    core_algos = pytest.importorskip(
-        "verl.trainer.ppo.core_algos", reason="verl not installed; see tests/test_parity_verl.py for the pip line"
-    )
+core_algos = verl_module("verl.trainer.ppo.core_algos")
 from verl.workers.config import ActorConfig, PolicyLossConfig  # noqa: E402
 
 torch.set_num_threads(1)

@@ -10,7 +10,6 @@ differences listed in ``algorithms/rollout_correction.py`` are checked too.
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -24,13 +23,9 @@ from algorithms import (
     rollout_mismatch_metrics,
 )
 from algorithms.rollout_correction import parse_is_threshold, parse_rs_thresholds
+from tests.peers import verl_module
 
-if os.environ.get("CI"):
-    import verl.trainer.ppo.rollout_corr_helper as helper  # CI installs verl: a missing one must fail loudly
-else:
-    helper = pytest.importorskip(
-        "verl.trainer.ppo.rollout_corr_helper", reason="verl not installed; see tests/test_parity_verl.py"
-    )
+helper = verl_module("verl.trainer.ppo.rollout_corr_helper")
 from verl.trainer.ppo import core_algos  # noqa: E402
 from verl.trainer.config.algorithm import RolloutCorrectionConfig  # noqa: E402
 from verl.workers.config import ActorConfig  # noqa: E402
