@@ -27,6 +27,7 @@ from trl.models.utils import prepare_deepspeed, unwrap_model_for_generation
 from train.checkpoint import latest_checkpoint, list_checkpoints, load_training_state, remove_partial_checkpoints
 from train.config import BatchPlan, ConfigError, RunConfig, check, register_configs
 from train.critic import PolicyWithCritic, load_critic, policy_context, policy_of
+from train.cluster import join_job_process_group, under_submitit
 from train.distributed import build_accelerator, keep_grad_norm, reporting_hangs, world_size_from_env, zero_stage
 from train.errors import DataError, RunError
 from train.loop import Trainer
@@ -210,6 +211,7 @@ def _job(raw: DictConfig) -> None:
     resolved = OmegaConf.to_container(raw, resolve=True)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        _join_cluster_job(cfg)
         done = run(cfg, run_dir, resolved)
     except (ConfigError, DataError) as err:
         print(f"{'data' if isinstance(err, DataError) else 'config'} error: {err}", file=sys.stderr)
@@ -221,6 +223,19 @@ def _job(raw: DictConfig) -> None:
         from eval.study import sweep_and_report
 
         sweep_and_report(done, cfg)
+
+
+def _join_cluster_job(cfg: RunConfig) -> None:
+    """A job started by submitit (hydra/launcher=slurm): resume=auto, and its tasks' process group."""
+    if not under_submitit():
+        return
+    if str(cfg.resume).lower() != "auto":
+        raise ConfigError(
+            f"resume={cfg.resume} in a job started by submitit (hydra/launcher=slurm or submitit_local): a job "
+            "requeued after a timeout or preemption starts again in the same folder; pass resume=auto so it "
+            "continues from its latest checkpoint"
+        )
+    join_job_process_group()
 
 
 _hydra_main = hydra.main(version_base=None, config_path="../conf", config_name="config")(_job)
