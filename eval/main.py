@@ -13,11 +13,13 @@ paper's base-model pass@k curves. The folder then holds a run of its own, with n
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -76,13 +78,14 @@ def run_config_with_overrides(run_dir: Path, overrides: list[str]) -> RunConfig:
     return OmegaConf.to_object(OmegaConf.merge(saved, OmegaConf.from_dotlist(fields)))
 
 
-def new_base_run(run_dir: Path, raw: DictConfig) -> RunConfig:
-    """A run folder for evaluating the configured model as it is: run.json, no checkpoints."""
+def new_base_run(run_dir: Path, raw: DictConfig, write: bool = True) -> RunConfig:
+    """A run folder for evaluating the configured model as it is: run.json, no checkpoints (``write``)."""
     resolved = OmegaConf.to_container(raw, resolve=True)
     resolved.pop("base_only")
     cfg: RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), resolved))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_info(run_dir, resolve_base(cfg.model, cfg.task), resolved)
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_info(run_dir, resolve_base(cfg.model, cfg.task), resolved)
     return cfg
 
 
@@ -99,12 +102,15 @@ def runs_in(folder: Path) -> list[Path]:
     return runs
 
 
-def compare_runs(folder: Path, runs: list[Path], overrides: list[str]) -> dict:
-    """Sweep every run (resuming finished sweeps costs nothing), then the comparison table, plots and report."""
+def compare_runs(folder: Path, runs: list[Path], overrides: list[str]) -> dict | None:
+    """Sweep every run (resuming finished sweeps costs nothing), then the comparison table, plots and report
+    (on rank 0 of a process group; the other ranks only sample their share and return None)."""
     cfg = None
     for run in runs:
         cfg = run_config_with_overrides(run, overrides)
         sweep_and_report(run, cfg)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return None
     return compare_and_report(folder, runs, cfg.eval)
 
 
@@ -130,16 +136,36 @@ def _hydra_main(raw: DictConfig) -> None:
 
 
 def _evaluate(raw: DictConfig) -> None:
+    rank = join_process_group()
     folder = Path(raw.run_dir)
     overrides = list(HydraConfig.get().overrides.task)
     if raw.base_only and not (folder / RUN_INFO).exists():
-        sweep_and_report(folder, new_base_run(folder, raw))
+        _barrier()  # every rank has seen the folder empty before rank 0 writes run.json into it
+        if rank == 0:  # builds the built-in base once; the others then find it cached
+            cfg = new_base_run(folder, raw)
+        _barrier()
+        sweep_and_report(folder, cfg if rank == 0 else new_base_run(folder, raw, write=False))
         return
     runs = runs_in(folder)
     if runs == [folder]:
         sweep_and_report(folder, run_config_with_overrides(folder, overrides))
     else:
         compare_runs(folder, runs, overrides)
+
+
+def join_process_group() -> int:
+    """This process's rank when launched as one of several (``accelerate launch``, ``torchrun``): the
+    sweep's pieces are then dealt out over the processes, each on its own device. 0 when alone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available()).process_index  # gloo on CPUs, NCCL on GPUs
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
 from eval.summarize import Summary, one_problem
 
@@ -145,7 +145,9 @@ def _figure() -> tuple[Figure, Axes]:
     fig = Figure(figsize=(7.5, 4.8), dpi=130, layout="constrained")
     FigureCanvasAgg(fig)  # attaches the Agg canvas that savefig renders through
     ax = fig.add_subplot()
-    ax.yaxis.set_major_formatter(PercentFormatter(100, decimals=0))
+    # ticks on round numbers (1, 2 or 5 times a power of ten), labelled as they are: never 2.5 shown as "2%"
+    ax.yaxis.set_major_locator(MaxNLocator(steps=[1, 2, 5, 10]))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}%"))
     ax.grid(True, which="major", alpha=0.3)
     return fig, ax
 

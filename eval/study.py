@@ -22,7 +22,7 @@ from eval.records import Record
 from eval.report import write_report
 from eval.samples import read_samples, samples_path
 from eval.summarize import print_table, summarize, write_summary
-from eval.sweep import SweepTarget, eval_problems, problem_hash, records_path, sweep, targets_of
+from eval.sweep import SweepTarget, eval_problems, problem_hash, process_place, records_path, sweep, targets_of
 from train.config import ConfigError, RunConfig, TaskConfig
 from train.profiling import Stages
 from train.tracking import Tracker, read_run_info
@@ -56,9 +56,14 @@ def eval_tasks(cfg: RunConfig) -> list[TaskConfig]:
     return tasks
 
 
-def sweep_and_report(run_dir: Path, cfg: RunConfig, progress: bool = True) -> dict:
-    """Sweep every task, write ``<run_dir>/eval/``, log to the run's tracker; returns the first task's summary."""
+def sweep_and_report(run_dir: Path, cfg: RunConfig, progress: bool = True) -> dict | None:
+    """Sweep every task, write ``<run_dir>/eval/``, log to the run's tracker; returns the first task's summary.
+
+    In a process group every rank calls it: each samples its share of the sweep, rank 0 alone reports
+    (and computes perplexities); the other ranks return None.
+    """
     torch.set_num_threads(cfg.trainer.threads)
+    rank, _ = process_place()
     info = read_run_info(run_dir)
     targets = targets_of(run_dir, info["base_model"], dict(cfg.eval.models))
     summaries: dict[str, dict] = {}
@@ -70,7 +75,10 @@ def sweep_and_report(run_dir: Path, cfg: RunConfig, progress: bool = True) -> di
         records_file = records_path(run_dir, task_cfg)
         with stages("sweep"):
             records = sweep(records_file, targets, problems, task_cfg, progress=progress)
-        summaries[task.name] = report(out, records, task_cfg, targets, problems, records_file, progress=progress)
+        if rank == 0:
+            summaries[task.name] = report(out, records, task_cfg, targets, problems, records_file, progress=progress)
+    if rank != 0:
+        return None
     _log(run_dir, cfg, info["config"], summaries, stages.metrics())
     print(f"report: {write_report(run_dir)}")
     return next(iter(summaries.values()))

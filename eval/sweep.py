@@ -13,6 +13,7 @@ columns). A problem whose content changed under the same id is sampled again.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import warnings
@@ -20,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import torch
 from tqdm.auto import tqdm
 
 from eval.records import Record, append_records, done_keys, read_records
-from eval.samples import SampleSet, append_samples, samples_path
+from eval.samples import SampleSet, append_samples, read_samples, samples_path
 from train.checkpoint import list_checkpoints
 from train.config import ConfigError, EvalConfig, RunConfig
 from train.models import load_for_inference, load_tokenizer, resolve_base
@@ -127,36 +129,104 @@ def sweep(
     cfg: RunConfig,
     progress: bool = True,
 ) -> list[Record]:
-    """Measure each target on each problem not yet in the records file ``path``; returns all records."""
+    """Measure each target on each problem not yet in the records file ``path``; returns all records.
+
+    In a process group (``accelerate launch``, a multi-process training run) every rank calls this: the
+    (model, chunk of problems) pieces left to do are dealt out over the ranks, each rank samples its
+    share on its own engine into its own file (:func:`shard_path`), and rank 0 then merges the shards
+    into ``path``. A sweep stopped on any rank resumes from the main file and every shard, whatever
+    number of processes resumes it; pieces are seeded by their first problem, so who samples a piece
+    does not change what it draws.
+    """
     ev: EvalConfig = cfg.eval
+    rank, world = process_place()
     verifier = WeightedRewards.of_task(cfg.task, verifier_only=True)  # pass@k counts verdicts, no shaping
     hashes = {p.id: problem_hash(p, cfg.task.columns) for p in problems}
     if len(hashes) != len(problems):
         raise ValueError(f"task {cfg.task.name!r}: problem ids repeat; each problem needs its own id (task.id_field)")
-    _write_key(path, cfg)
-    done = done_keys(read_records(path)) if path.exists() else {}
-    _warn_changed(path, done, hashes)
+    if rank == 0:
+        _write_key(path, cfg)
+    done = done_keys(_records_with_shards(path))
+    if rank == 0:
+        _warn_changed(path, done, hashes)
+    _barrier(world)  # every rank has read the same state before any of them writes
     per_call = max(1, ev.batch_size // ev.n)  # problems per generate call
     chunks = [list(enumerate(problems))[start : start + per_call] for start in range(0, len(problems), per_call)]
+    # A piece is skipped only when all of its problems are done; pieces are dealt out round-robin.
+    todo = [(target, chunk) for target in targets for chunk in chunks
+            if any(done.get((target.model, p.id)) != hashes[p.id] for _, p in chunk)]  # fmt: skip
+    mine = todo[rank::world]
+    out = path if world == 1 else shard_path(path, rank)
     length = None  # vLLM's sequence length for these problems: measured once, with the first tokenizer loaded
-    for target in targets:
-        # Chunks are aligned to the problem list and seeded by their first index, so a chunk sampled
-        # again after a crash draws exactly what it drew before, and a resumed sweep equals an
-        # uninterrupted one. A chunk is skipped only when all of its problems are done.
-        todo = [chunk for chunk in chunks if any(done.get((target.model, p.id)) != hashes[p.id] for _, p in chunk)]
-        if not todo:
-            continue
+    if todo and world > 1 and cfg.rollout.engine == "vllm":
+        # vLLM builds a process's one engine as a collective of the group: every rank builds it now, even one
+        # with no piece of its own; later targets load their weights into it.
+        first = (mine or todo)[0][0]
+        tokenizer = load_tokenizer(first.path, cfg.model)
+        length = _model_len(cfg, problems, tokenizer)
+        engine_for(first.path, tokenizer, cfg, max_model_len=length)
+    bar = tqdm(total=sum(len(chunk) for _, chunk in mine), unit="problem", disable=not (progress and rank == 0),
+               desc="pass@k" + (f" (rank 0's share of {world} processes)" if world > 1 else ""))  # fmt: skip
+    for target, pieces in itertools.groupby(mine, key=lambda piece: piece[0]):
+        bar.set_postfix_str(target.model)
         tokenizer = load_tokenizer(target.path, cfg.model)
         length = length if length is not None else _model_len(cfg, problems, tokenizer)
         engine = engine_for(target.path, tokenizer, cfg, max_model_len=length)
-        bar = tqdm(total=sum(map(len, todo)), desc=f"pass@k {target.model}", unit="problem", disable=not progress)
-        for chunk in todo:
-            _sample_chunk(path, target, chunk, hashes, engine, tokenizer, verifier, cfg)
+        for _, chunk in pieces:
+            _sample_chunk(out, target, chunk, hashes, engine, tokenizer, verifier, cfg)
             bar.update(len(chunk))
-        bar.close()
         del engine
+    bar.close()
+    _barrier(world)  # every shard is complete
+    if rank == 0:
+        merge_shards(path)
+    _barrier(world)
     wanted = {(t.model, p.id, hashes[p.id]) for t in targets for p in problems}
     return [r for r in read_records(path) if (r.model, r.problem_id, r.problem_hash) in wanted]
+
+
+def process_place() -> tuple[int, int]:
+    """(rank, world size) of this process in its torch.distributed group; (0, 1) outside one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def shard_path(path: Path, rank: int) -> Path:
+    """Rank ``rank``'s records while a multi-process sweep runs: ``records_X.rank1.jsonl`` beside ``records_X.jsonl``."""
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def _shards(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.stem}.rank*{path.suffix}"))
+
+
+def _records_with_shards(path: Path) -> list[Record]:
+    """The records of ``path`` and of any shards a stopped multi-process sweep left beside it."""
+    return [r for file in [path, *_shards(path)] if file.exists() for r in read_records(file)]
+
+
+def merge_shards(path: Path) -> None:
+    """Append every shard's records and samples to ``path`` and its samples file, then delete the shards.
+
+    Appending is safe to repeat: a record read later wins over an equal one, so a merge stopped between
+    the append and the delete leaves duplicates that mean nothing.
+    """
+    for shard in _shards(path):
+        shard_samples = samples_path(shard)
+        if shard_samples.exists():
+            held = {(s.model, s.problem_id, s.problem_hash) for s in read_samples(samples_path(path))} \
+                if samples_path(path).exists() else set()  # fmt: skip
+            append_samples(samples_path(path), [s for s in read_samples(shard_samples)
+                                                if (s.model, s.problem_id, s.problem_hash) not in held])  # fmt: skip
+        append_records(path, read_records(shard))
+        shard_samples.unlink(missing_ok=True)
+        shard.unlink()
 
 
 def _sample_chunk(

@@ -223,7 +223,7 @@ def test_the_weight_push_gathers_one_layer_at_a_time(workdir):
                                   ["--deepspeed", "none", "--dtype", "bfloat16"]], ids=["zero3-lora-bf16", "ddp-bf16"])
 def test_the_gpu_check_passes_on_two_cpu_processes(workdir, args):
     """launch/gpu_check.py, the README's first command on a GPU node, with CPUs: a bf16 run trains (float32
-    masters under DDP), samples from its weights, saves bf16, and rank 0 sweeps alone after it (after ZeRO-3 too)."""
+    masters under DDP), samples from its weights, saves bf16, and both ranks sweep their shares after it (after ZeRO-3 too)."""
     cache = workdir / "gpu_check_cache"  # its base has another shape than the one the other tests share
     out = _launch([sys.executable, REPO / "launch" / "gpu_check.py", "--cpu", *args, f"model.cache_dir={cache}"], cwd=workdir)
     lines = [line for line in out.splitlines() if line.startswith(("PASS", "FAIL"))]

@@ -272,7 +272,7 @@ def test_two_processes_each_with_an_engine(deepspeed, lora, tmp_path):
     args = [*DIST_RUN, f"model.cache_dir={tmp_path / 'cache'}", f"deepspeed={deepspeed}", "rollout=vllm",
             "rollout.vllm.enforce_eager=true", "rollout.vllm.max_model_len=96", f"run_dir={run_dir}",
             f"model.lora.rank={lora}", *(["trainer.lr=3e-3"] if lora else [])]
-    sweep = deepspeed == "none" and not lora  # then also the closing sweep: rank 0 alone, on its engine of the group
+    sweep = deepspeed == "none" and not lora  # then also the closing sweep: each rank its share, on its engine of the group
     if sweep:
         args += ["eval.after_train=true", "eval.n=4", "eval.num_problems=4", "eval.batch_size=16"]
     proc = subprocess.run(["bash", str(REPO / "launch" / "cpu_2proc.sh"), *args], cwd=tmp_path, env=env,

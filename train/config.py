@@ -530,7 +530,7 @@ def check_vllm(vllm: VLLMConfig) -> None:
             f"rollout.vllm.tensor_parallel_size={vllm.tensor_parallel_size}: tensor parallelism inside the engine is not "
             "built yet. Each training process holds its own engine and samples only its own prompts; an engine spread "
             "over N processes would need their prompts gathered and each process's share handed back (TRL's "
-            "vllm_tensor_parallel_size), and the closing pass@k sweep, which rank 0 runs alone, would need all N. "
+            "vllm_tensor_parallel_size), and the pass@k sweep, which deals its pieces out one per process, would too. "
             "Set rollout.vllm.tensor_parallel_size=1"
         )
     if vllm.sleep_mode not in (0, 1, 2):

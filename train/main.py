@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import hydra
 import torch
@@ -56,8 +55,8 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Optional[Path]:
-    """Train per ``cfg`` into ``run_dir``; returns the run folder (None on ranks other than 0)."""
+def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Path:
+    """Train per ``cfg`` into ``run_dir``; returns the run folder (rank 0's, on every rank)."""
     torch.set_num_threads(cfg.trainer.threads)
     plan = check(cfg, world_size_from_env())
     acc = build_accelerator(cfg, plan)
@@ -65,8 +64,8 @@ def run(cfg: RunConfig, run_dir: Path, resolved: dict) -> Optional[Path]:
         return _train(cfg, plan, acc, run_dir, resolved)
 
 
-def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, resolved: dict) -> Optional[Path]:
-    """Build the policy, engine, reference, problems and tracker; train; the run folder on rank 0."""
+def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, resolved: dict) -> Path:
+    """Build the policy, engine, reference, problems and tracker; train; the run folder."""
     run_dir = Path(broadcast_object_list([str(run_dir)])[0])  # rank 0's folder: timestamps may differ
     torch.manual_seed(cfg.seed)
     start_step = _start_step_or_fail(cfg, run_dir)
@@ -111,7 +110,7 @@ def _train(cfg: RunConfig, plan: BatchPlan, acc: Accelerator, run_dir: Path, res
     kind.train(trainer, start_step)  # RL, or distillation (algorithm=distill)
     tracker.finish()
     acc.wait_for_everyone()
-    return run_dir if acc.is_main_process else None
+    return run_dir
 
 
 def _placement(cfg: RunConfig, acc: Accelerator) -> dict:
@@ -219,7 +218,7 @@ def _job(raw: DictConfig) -> None:
     except RunError as err:  # the message says what failed and how to go on; a traceback would bury it
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    if done is not None and cfg.eval.after_train:
+    if cfg.eval.after_train:  # every process of the job samples its share of the sweep; rank 0 reports
         from eval.study import sweep_and_report
 
         sweep_and_report(done, cfg)
