@@ -9,6 +9,9 @@ evaluation settings to use; ``key=value`` overrides on the command line apply on
 With ``base_only=true`` and a ``run_dir`` that holds no run yet, it evaluates the model and task given
 on the command line (``model=hf model.name_or_path=... task=math500``) without any training: the
 paper's base-model pass@k curves. The folder then holds a run of its own, with no checkpoints.
+
+On several processes (``accelerate launch --multi_gpu --num_processes 8 -m eval.main run_dir=...``)
+every rank samples its share of the sweep on its own device; rank 0 merges and reports.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def test_vllm_tensor_parallelism_is_refused_as_not_built_yet():
     from train.config import VLLMConfig, check_vllm
 
     with pytest.raises(ConfigError, match=r"tensor_parallel_size=2: tensor parallelism inside the engine is not built yet.*"
-                                          r"rank 0 runs alone.*Set rollout.vllm.tensor_parallel_size=1"):
+                                          r"deals its pieces out one per process.*Set rollout.vllm.tensor_parallel_size=1"):
         check_vllm(VLLMConfig(tensor_parallel_size=2))
     check_vllm(VLLMConfig())  # 1 GPU per engine, awake: nothing to ask of vLLM
 
