@@ -241,3 +241,13 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_a_lost_peer_in_a_submitit_job_points_at_the_requeue_not_at_resume_true(clean_env):
+    from train.distributed import hang_message
+
+    err = RuntimeError("Connection closed by peer")
+    assert "resume=true" in hang_message(1, 2, 60, err, None)  # a plain run: the user resumes it
+    _local_task(clean_env, 1)
+    said = hang_message(1, 2, 60, err, None)  # rank 0 may have left to requeue the job
+    assert "requeued by submitit" in said and "resume=true" not in said

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from accelerate import Accelerator, DeepSpeedPlugin, InitProcessGroupKwargs
 from accelerate.utils import DistributedType
 
+from train.cluster import under_submitit
 from train.config import BatchPlan, RunConfig
 from train.models import mixed_precision
 from train.errors import RunError
@@ -193,5 +194,12 @@ def hang_message(
         f"trainer.collective_timeout_s={timeout_s:g} s, or lost a process, so the job stops\n"
         f"  {who}\n"
         f"  the backend's error: {type(err).__name__}: {str(err).strip()[:500]}\n"
-        f"  once the cause is fixed, continue from the last checkpoint with resume=true"
+        f"  {_how_to_go_on()}"
     )
+
+
+def _how_to_go_on() -> str:
+    if under_submitit():  # rank 0 may have stopped to requeue the job (hydra/launcher=slurm): nothing to do
+        return ("a job requeued by submitit (a timeout or preemption) starts again by itself and resume=auto continues "
+                "it; otherwise, once the cause is fixed, rerun the multirun with the same hydra.sweep.dir")
+    return "once the cause is fixed, continue from the last checkpoint with resume=true"
