@@ -16,7 +16,6 @@ every rank samples its share of the sweep on its own device; rank 0 merges and r
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,10 @@ from eval.compare import compare, load_run, print_comparison, write_comparison
 from eval.plot import plot_comparison, plot_comparison_over_steps
 from eval.report import write_report
 from eval.study import sweep_and_report
+from eval.sweep import barrier, process_place
 from eval.summarize import SummaryError
 from train.config import ConfigError, EvalConfig, RunConfig, register_configs
+from train.distributed import world_size_from_env
 from train.errors import DataError
 from train.models import resolve_base
 from train.tracking import RUN_INFO, read_run_info, write_run_info
@@ -112,7 +113,7 @@ def compare_runs(folder: Path, runs: list[Path], overrides: list[str]) -> dict |
     for run in runs:
         cfg = run_config_with_overrides(run, overrides)
         sweep_and_report(run, cfg)
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    if process_place()[0] != 0:
         return None
     return compare_and_report(folder, runs, cfg.eval)
 
@@ -143,11 +144,10 @@ def _evaluate(raw: DictConfig) -> None:
     folder = Path(raw.run_dir)
     overrides = list(HydraConfig.get().overrides.task)
     if raw.base_only and not (folder / RUN_INFO).exists():
-        _barrier()  # every rank has seen the folder empty before rank 0 writes run.json into it
-        if rank == 0:  # builds the built-in base once; the others then find it cached
-            cfg = new_base_run(folder, raw)
-        _barrier()
-        sweep_and_report(folder, cfg if rank == 0 else new_base_run(folder, raw, write=False))
+        barrier()  # every rank has seen the folder empty before rank 0 writes run.json into it
+        cfg = new_base_run(folder, raw, write=rank == 0)  # rank 0 builds the built-in base once
+        barrier()
+        sweep_and_report(folder, cfg)
         return
     runs = runs_in(folder)
     if runs == [folder]:
@@ -159,16 +159,11 @@ def _evaluate(raw: DictConfig) -> None:
 def join_process_group() -> int:
     """This process's rank when launched as one of several (``accelerate launch``, ``torchrun``): the
     sweep's pieces are then dealt out over the processes, each on its own device. 0 when alone."""
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    if world_size_from_env() == 1:
         return 0
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available()).process_index  # gloo on CPUs, NCCL on GPUs
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def main() -> None:

@@ -149,7 +149,7 @@ def sweep(
     done = done_keys(_records_with_shards(path))
     if rank == 0:
         _warn_changed(path, done, hashes)
-    _barrier(world)  # every rank has read the same state before any of them writes
+    barrier()  # every rank has read the same state before any of them writes
     per_call = max(1, ev.batch_size // ev.n)  # problems per generate call
     chunks = [list(enumerate(problems))[start : start + per_call] for start in range(0, len(problems), per_call)]
     # A piece is skipped only when all of its problems are done; pieces are dealt out round-robin.
@@ -177,10 +177,10 @@ def sweep(
             bar.update(len(chunk))
         del engine
     bar.close()
-    _barrier(world)  # every shard is complete
+    barrier()  # every shard is complete
     if rank == 0:
         merge_shards(path)
-    _barrier(world)
+    barrier()
     wanted = {(t.model, p.id, hashes[p.id]) for t in targets for p in problems}
     return [r for r in read_records(path) if (r.model, r.problem_id, r.problem_hash) in wanted]
 
@@ -192,8 +192,9 @@ def process_place() -> tuple[int, int]:
     return 0, 1
 
 
-def _barrier(world: int) -> None:
-    if world > 1:
+def barrier() -> None:
+    """Wait for every process of the group; nothing outside one."""
+    if process_place()[1] > 1:
         torch.distributed.barrier()
 
 

@@ -21,9 +21,6 @@ from typing import Optional
 
 from train.errors import RunError
 
-_TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
 @dataclass(frozen=True)
 class JobPlace:
     """Where this task sits in its submitit job."""
