@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from eval.records import read_records
 
 
 def _command(processes: int, args: list[str]) -> list[str]:
@@ -34,9 +34,6 @@ def _command(processes: int, args: list[str]) -> list[str]:
 
 
 def _verdicts(run_dir: Path) -> list[tuple]:
-    sys.path.insert(0, str(REPO))
-    from eval.records import read_records
-
     (file,) = (run_dir / "eval").glob("records_*.jsonl")
     return sorted((r.model, r.problem_id, r.correct) for r in read_records(file))
 
@@ -55,7 +52,7 @@ def main() -> None:
               f"eval.num_problems={args.problems}", f"eval.batch_size={args.batch_size}", "eval.keep_samples=0",
               "eval.perplexity=false", "logger=none"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
-    env.update(WANDB_MODE="disabled", PYTHONPATH=str(REPO))
+    env.update(WANDB_MODE="disabled")
     print(f"building the base (once, untimed) in {work / 'cache'}", flush=True)
     subprocess.run([sys.executable, "-m", "eval.main", *common, "eval.num_problems=1", "eval.n=1",
                     f"run_dir={work / 'warmup'}"], cwd=work, env=env, check=True, capture_output=True)  # fmt: skip
